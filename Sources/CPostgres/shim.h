@@ -1,0 +1,2 @@
+// libpq: everything needed imports directly.
+#include <libpq-fe.h>

@@ -1,0 +1,118 @@
+// rabbitmq-c. Debian 0.11 ships flat headers; newer releases use <rabbitmq-c/...>.
+#if __has_include(<rabbitmq-c/amqp.h>)
+#include <rabbitmq-c/amqp.h>
+#include <rabbitmq-c/tcp_socket.h>
+#include <rabbitmq-c/framing.h>
+#else
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <amqp_framing.h>
+#endif
+#include <string.h>
+#include <sys/time.h>
+
+// amqp_login is variadic: a fixed-arity wrapper for PLAIN authentication.
+static inline amqp_rpc_reply_t swiftchat_amqp_login_plain(amqp_connection_state_t state, const char *vhost,
+                                                           int channel_max, int frame_max, int heartbeat,
+                                                           const char *user, const char *password) {
+    return amqp_login(state, vhost, channel_max, frame_max, heartbeat, AMQP_SASL_METHOD_PLAIN, user, password);
+}
+
+// Table entries hold a tagged union; these setters keep the union handling in C.
+static inline void swiftchat_amqp_entry_string(amqp_table_entry_t *entry, const char *key, const char *value) {
+    entry->key = amqp_cstring_bytes(key);
+    entry->value.kind = AMQP_FIELD_KIND_UTF8;
+    entry->value.value.bytes = amqp_cstring_bytes(value);
+}
+static inline void swiftchat_amqp_entry_int(amqp_table_entry_t *entry, const char *key, int64_t value) {
+    entry->key = amqp_cstring_bytes(key);
+    entry->value.kind = AMQP_FIELD_KIND_I64;
+    entry->value.value.i64 = value;
+}
+// Reads an integer header of any integer kind; returns 1 when found.
+static inline int swiftchat_amqp_table_get_int(const amqp_table_t *table, const char *key, int64_t *out) {
+    size_t keylen = strlen(key);
+    for (int i = 0; i < table->num_entries; i++) {
+        const amqp_table_entry_t *e = &table->entries[i];
+        if (e->key.len != keylen || memcmp(e->key.bytes, key, keylen) != 0) continue;
+        switch (e->value.kind) {
+        case AMQP_FIELD_KIND_I8: *out = e->value.value.i8; return 1;
+        case AMQP_FIELD_KIND_U8: *out = e->value.value.u8; return 1;
+        case AMQP_FIELD_KIND_I16: *out = e->value.value.i16; return 1;
+        case AMQP_FIELD_KIND_U16: *out = e->value.value.u16; return 1;
+        case AMQP_FIELD_KIND_I32: *out = e->value.value.i32; return 1;
+        case AMQP_FIELD_KIND_U32: *out = e->value.value.u32; return 1;
+        case AMQP_FIELD_KIND_I64: *out = e->value.value.i64; return 1;
+        case AMQP_FIELD_KIND_U64: *out = (int64_t)e->value.value.u64; return 1;
+        default: return 0;
+        }
+    }
+    return 0;
+}
+// The method of a frame and of an RPC reply live in unions too.
+static inline amqp_method_number_t swiftchat_amqp_frame_method_id(const amqp_frame_t *frame) {
+    return frame->payload.method.id;
+}
+static inline void *swiftchat_amqp_frame_method_decoded(const amqp_frame_t *frame) {
+    return frame->payload.method.decoded;
+}
+static inline int swiftchat_amqp_frame_is_method(const amqp_frame_t *frame) {
+    return frame->frame_type == AMQP_FRAME_METHOD;
+}
+static inline int swiftchat_amqp_frame_is_header(const amqp_frame_t *frame) {
+    return frame->frame_type == AMQP_FRAME_HEADER;
+}
+static inline uint64_t swiftchat_amqp_frame_body_size(const amqp_frame_t *frame) {
+    return frame->payload.properties.body_size;
+}
+static inline size_t swiftchat_amqp_frame_body_fragment_len(const amqp_frame_t *frame) {
+    return frame->payload.body_fragment.len;
+}
+
+// The method-number macros are casts, which Swift does not import: constants instead.
+static const amqp_method_number_t swiftchat_amqp_connection_close = AMQP_CONNECTION_CLOSE_METHOD;
+static const amqp_method_number_t swiftchat_amqp_channel_close = AMQP_CHANNEL_CLOSE_METHOD;
+static const amqp_method_number_t swiftchat_amqp_basic_ack = AMQP_BASIC_ACK_METHOD;
+static const amqp_method_number_t swiftchat_amqp_basic_nack = AMQP_BASIC_NACK_METHOD;
+static const amqp_method_number_t swiftchat_amqp_basic_return = AMQP_BASIC_RETURN_METHOD;
+static const amqp_method_number_t swiftchat_amqp_basic_cancel = AMQP_BASIC_CANCEL_METHOD;
+
+// Copies the reply code and text of a server exception (channel.close or
+// connection.close) into buf; returns the code, or 0 when the reply holds neither.
+static inline int swiftchat_amqp_server_error(amqp_rpc_reply_t r, char *buf, size_t buflen) {
+    amqp_bytes_t text = {0, NULL};
+    int code = 0;
+    if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD && r.reply.decoded) {
+        amqp_channel_close_t *m = (amqp_channel_close_t *)r.reply.decoded;
+        code = m->reply_code; text = m->reply_text;
+    } else if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD && r.reply.decoded) {
+        amqp_connection_close_t *m = (amqp_connection_close_t *)r.reply.decoded;
+        code = m->reply_code; text = m->reply_text;
+    }
+    size_t n = text.len < buflen - 1 ? text.len : buflen - 1;
+    if (n > 0) memcpy(buf, text.bytes, n);
+    buf[n] = 0;
+    return code;
+}
+
+// Confirms: the delivery tag and the multiple flag of a basic.ack / basic.nack frame.
+static inline uint64_t swiftchat_amqp_confirm_tag(const amqp_frame_t *frame, int *multiple) {
+    if (frame->payload.method.id == AMQP_BASIC_ACK_METHOD) {
+        amqp_basic_ack_t *m = (amqp_basic_ack_t *)frame->payload.method.decoded;
+        *multiple = m->multiple; return m->delivery_tag;
+    }
+    amqp_basic_nack_t *m = (amqp_basic_nack_t *)frame->payload.method.decoded;
+    *multiple = m->multiple; return m->delivery_tag;
+}
+
+// basic.get: returns 1 and the delivery tag when a message was taken (read it next with
+// amqp_read_message), 0 when the queue is empty, -1 on any other reply.
+static inline int swiftchat_amqp_basic_get(amqp_connection_state_t state, amqp_channel_t channel,
+                                           amqp_bytes_t queue, amqp_boolean_t no_ack, uint64_t *delivery_tag) {
+    amqp_rpc_reply_t r = amqp_basic_get(state, channel, queue, no_ack);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) return -1;
+    if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) return 0;
+    if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) return -1;
+    *delivery_tag = ((amqp_basic_get_ok_t *)r.reply.decoded)->delivery_tag;
+    return 1;
+}

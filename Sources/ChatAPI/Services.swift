@@ -1,0 +1,61 @@
+import Foundation
+import ChatCore
+
+/// The connections one FastCGI thread owns: its own PostgreSQL, Redis and AMQP
+/// connections (lazy, reconnecting) and the process-wide MongoDB pool.
+///
+/// `@unchecked Sendable`: an instance is created for one pool thread and only that thread
+/// uses it (the application indexes them by thread).
+public final class ThreadServices: @unchecked Sendable {
+    public let settings: ServiceSettings
+    public let postgres: PostgresConnection
+    public let redis: RedisConnection
+    public let amqp: AMQPConnection
+    public let mongo: MongoPool
+    public let sessions: SessionStore
+    public let jwt: JWTSigner
+
+    public init(settings: ServiceSettings, mongo: MongoPool, emailQueue: Topology.TaskQueue, sessionTTL: Int) throws {
+        self.settings = settings
+        self.postgres = PostgresConnection(conninfo: settings.pgConninfo)
+        self.redis = RedisConnection(settings: settings)
+        self.amqp = try AMQPConnection(url: settings.amqpURL, confirms: true)
+        self.mongo = mongo
+        self.sessions = SessionStore(redis: redis, ttlSeconds: sessionTTL)
+        self.jwt = JWTSigner(secret: settings.jwtSecret)
+        amqp.onConnect = { conn in
+            try Topology.declareEvents(on: conn)
+            try emailQueue.declare(on: conn)
+        }
+    }
+}
+
+/// Dependency health, shared by GET /api/health and the tests.
+public struct HealthReport: Encodable, Sendable {
+    public struct Check: Encodable, Sendable {
+        public let status: String
+        public let latency_ms: Double
+    }
+    public let status: String
+    public let dependencies: [String: Check]
+    public let down: [String]
+
+    public static func measure(_ services: ThreadServices) -> HealthReport {
+        var checks: [String: Check] = [:]
+        var down: [String] = []
+        func probe(_ name: String, _ body: () throws -> Void) {
+            let start = Clock.monotonicNanos()
+            var ok = true
+            do { try body() } catch { ok = false }
+            let ms = (Clock.millisSince(start) * 100).rounded() / 100
+            checks[name] = Check(status: ok ? "up" : "down", latency_ms: ms)
+            if !ok { down.append(name) }
+        }
+        probe("postgresql") { try services.postgres.ping() }
+        probe("redis") { try services.redis.ping() }
+        probe("mongodb") { try services.mongo.withClient { try $0.ping() } }
+        // A passive declare is a cheap round trip that also proves the topology exists.
+        probe("rabbitmq") { try services.amqp.declareExchange(Topology.eventsExchange) }
+        return HealthReport(status: down.isEmpty ? "ok" : "unavailable", dependencies: checks, down: down)
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import CMongoc
+
+/// A MongoDB error for one operation (the server answered). Duplicate keys are told apart
+/// because idempotent sends rely on them.
+public struct MongoError: Error, CustomStringConvertible, Sendable {
+    public let domain: UInt32
+    public let code: UInt32
+    public let message: String
+    public var description: String { "MongoDB \(domain)/\(code): \(message)" }
+    public var isDuplicateKey: Bool { code == 11000 || code == 11001 }
+}
+
+private let mongocInit: Void = { mongoc_init() }()
+
+/// Documents cross this wrapper as JSON text (MongoDB relaxed extended JSON), so the
+/// bson_t never leaves it.
+public typealias JSONDocument = String
+
+/// A pool of MongoDB clients shared by all threads of a process (mongoc_client_pool_t is
+/// thread-safe; each client popped from it is used by one thread at a time).
+///
+/// `@unchecked Sendable`: the pool pointer is only used through libmongoc's thread-safe
+/// pop/push, and it is destroyed in deinit after every user is gone.
+public final class MongoPool: @unchecked Sendable {
+    private let pool: OpaquePointer
+    private let uri: OpaquePointer
+    public let database: String
+
+    public init(url: String, database: String, maxPoolSize: Int = 16) throws {
+        _ = mongocInit
+        var error = bson_error_t()
+        guard let uri = mongoc_uri_new_with_error(url, &error) else {
+            throw MongoError(domain: error.domain, code: error.code, message: String(cString: swiftchat_bson_error_message(&error)))
+        }
+        // Every network call has a timeout: defaults when the URL sets none.
+        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 0) == 0 {
+            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 3000)
+        }
+        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 0) == 0 {
+            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 3000)
+        }
+        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 0) == 0 {
+            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000)
+        }
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_MAXPOOLSIZE, Int32(maxPoolSize))
+        guard let pool = mongoc_client_pool_new(uri) else {
+            mongoc_uri_destroy(uri)
+            throw MongoError(domain: 0, code: 0, message: "cannot create client pool")
+        }
+        mongoc_client_pool_set_error_api(pool, 2)
+        _ = mongoc_client_pool_set_appname(pool, "swiftchat")
+        self.pool = pool
+        self.uri = uri
+        self.database = database
+    }
+
+    deinit {
+        mongoc_client_pool_destroy(pool)
+        mongoc_uri_destroy(uri)
+    }
+
+    /// Borrows a client for the duration of `body`.
+    public func withClient<T>(_ body: (MongoClient) throws -> T) throws -> T {
+        let client = mongoc_client_pool_pop(pool)!
+        defer { mongoc_client_pool_push(pool, client) }
+        return try body(MongoClient(client: client, database: database))
+    }
+
+    public func collection<T>(_ name: String, _ body: (MongoCollection) throws -> T) throws -> T {
+        try withClient { try body($0.collection(name)) }
+    }
+}
+
+/// A client borrowed from the pool; valid only inside `withClient`.
+public struct MongoClient {
+    fileprivate let client: OpaquePointer
+    let database: String
+
+    public func collection(_ name: String) -> MongoCollection { MongoCollection(client: client, database: database, name: name) }
+
+    /// Runs a database command given as JSON and returns the reply as JSON.
+    @discardableResult
+    public func command(_ json: JSONDocument) throws -> JSONDocument {
+        let cmd = try BSON(json: json)
+        let reply = bson_new()!
+        defer { bson_destroy(reply) }
+        var error = bson_error_t()
+        let ok = mongoc_client_command_simple(client, database, cmd.pointer, nil, reply, &error)
+        guard ok else { throw mongoFailure(&error) }
+        return BSON.json(reply)
+    }
+
+    public func ping() throws { try command(#"{"ping": 1}"#) }
+}
+
+/// One collection's operations. Filters, options and documents are JSON.
+public struct MongoCollection {
+    fileprivate let client: OpaquePointer
+    let database: String
+    let name: String
+
+    private func with<T>(_ body: (OpaquePointer) throws -> T) rethrows -> T {
+        let coll = mongoc_client_get_collection(client, database, name)!
+        defer { mongoc_collection_destroy(coll) }
+        return try body(coll)
+    }
+
+    public func insertOne(_ document: JSONDocument) throws {
+        let doc = try BSON(json: document)
+        var error = bson_error_t()
+        let ok = with { mongoc_collection_insert_one($0, doc.pointer, nil, nil, &error) }
+        guard ok else { throw mongoFailure(&error) }
+    }
+
+    /// find with a filter and options such as {"sort": {...}, "limit": n, "projection": {...}}.
+    public func find(_ filter: JSONDocument, options: JSONDocument = "{}") throws -> [JSONDocument] {
+        let f = try BSON(json: filter)
+        let o = try BSON(json: options)
+        return try with { coll in
+            let cursor = mongoc_collection_find_with_opts(coll, f.pointer, o.pointer, nil)!
+            defer { mongoc_cursor_destroy(cursor) }
+            var out = [JSONDocument]()
+            var doc: OpaquePointer? = nil
+            while mongoc_cursor_next(cursor, &doc) {
+                out.append(BSON.json(doc!))
+            }
+            var error = bson_error_t()
+            if mongoc_cursor_error(cursor, &error) { throw mongoFailure(&error) }
+            return out
+        }
+    }
+
+    public func findOne(_ filter: JSONDocument, options: JSONDocument = "{}") throws -> JSONDocument? {
+        let opts = try BSON.merge(options, #"{"limit": 1}"#)
+        return try find(filter, options: opts).first
+    }
+
+    /// update_one; returns (matched, modified).
+    @discardableResult
+    public func updateOne(_ filter: JSONDocument, _ update: JSONDocument, upsert: Bool = false) throws -> (matched: Int, modified: Int) {
+        let f = try BSON(json: filter)
+        let u = try BSON(json: update)
+        let o = try BSON(json: upsert ? #"{"upsert": true}"# : "{}")
+        let reply = bson_new()!
+        defer { bson_destroy(reply) }
+        var error = bson_error_t()
+        let ok = with { mongoc_collection_update_one($0, f.pointer, u.pointer, o.pointer, reply, &error) }
+        guard ok else { throw mongoFailure(&error) }
+        let r = BSON.json(reply)
+        let obj = (try? JSONSerialization.jsonObject(with: Data(r.utf8))) as? [String: Any] ?? [:]
+        return ((obj["matchedCount"] as? NSNumber)?.intValue ?? 0, (obj["modifiedCount"] as? NSNumber)?.intValue ?? 0)
+    }
+
+    @discardableResult
+    public func deleteMany(_ filter: JSONDocument) throws -> Int {
+        let f = try BSON(json: filter)
+        let reply = bson_new()!
+        defer { bson_destroy(reply) }
+        var error = bson_error_t()
+        let ok = with { mongoc_collection_delete_many($0, f.pointer, nil, reply, &error) }
+        guard ok else { throw mongoFailure(&error) }
+        let obj = (try? JSONSerialization.jsonObject(with: Data(BSON.json(reply).utf8))) as? [String: Any] ?? [:]
+        return (obj["deletedCount"] as? NSNumber)?.intValue ?? 0
+    }
+
+    public func count(_ filter: JSONDocument) throws -> Int64 {
+        let f = try BSON(json: filter)
+        var error = bson_error_t()
+        let n = with { mongoc_collection_count_documents($0, f.pointer, nil, nil, nil, &error) }
+        guard n >= 0 else { throw mongoFailure(&error) }
+        return n
+    }
+
+    /// createIndexes: `indexes` is a JSON array of index specs ({"key": {...}, "name": ..., "unique": true, ...}).
+    public func createIndexes(_ indexes: JSONDocument) throws {
+        let cmd = "{\"createIndexes\": \(JSON.quote(name)), \"indexes\": \(indexes)}"
+        try MongoClient(client: client, database: database).command(cmd)
+    }
+}
+
+/// Maps libmongoc errors: no server reachable is the dependency being down (503);
+/// anything the server answered is a MongoError.
+private func mongoFailure(_ error: inout bson_error_t) -> Error {
+    let message = String(cString: swiftchat_bson_error_message(&error))
+    switch Int(error.domain) {
+    case Int(MONGOC_ERROR_STREAM.rawValue), Int(MONGOC_ERROR_SERVER_SELECTION.rawValue), Int(MONGOC_ERROR_CLIENT.rawValue):
+        return DependencyError(.mongodb, message)
+    default:
+        return MongoError(domain: error.domain, code: error.code, message: message)
+    }
+}
+
+/// Owns one heap bson_t built from JSON.
+private final class BSON {
+    let pointer: OpaquePointer
+
+    init(json: JSONDocument) throws {
+        var error = bson_error_t()
+        let bytes = Array(json.utf8)
+        guard let doc = bytes.withUnsafeBufferPointer({ bson_new_from_json($0.baseAddress, bytes.count, &error) }) else {
+            throw MongoError(domain: error.domain, code: error.code, message: "invalid document: " + String(cString: swiftchat_bson_error_message(&error)))
+        }
+        pointer = doc
+    }
+
+    deinit { bson_destroy(pointer) }
+
+    static func json(_ doc: OpaquePointer) -> JSONDocument {
+        var len = 0
+        guard let s = bson_as_relaxed_extended_json(doc, &len) else { return "{}" }
+        defer { bson_free(s) }
+        return String(cString: s)
+    }
+
+    /// Shallow merge of two JSON objects (b's keys win).
+    static func merge(_ a: JSONDocument, _ b: JSONDocument) throws -> JSONDocument {
+        var x = (try JSONSerialization.jsonObject(with: Data(a.utf8))) as? [String: Any] ?? [:]
+        let y = (try JSONSerialization.jsonObject(with: Data(b.utf8))) as? [String: Any] ?? [:]
+        for (k, v) in y { x[k] = v }
+        return String(decoding: try JSONSerialization.data(withJSONObject: x), as: UTF8.self)
+    }
+}

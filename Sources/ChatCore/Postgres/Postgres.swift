@@ -1,0 +1,235 @@
+import Foundation
+import CPostgres
+
+/// A value that travels to PostgreSQL as a bind parameter (text format). There is no way
+/// to splice a value into SQL text through this API: SQL injection is made hard by construction.
+public protocol PostgresBindable: Sendable {
+    var postgresText: String { get }
+}
+extension String: PostgresBindable { public var postgresText: String { self } }
+extension Substring: PostgresBindable { public var postgresText: String { String(self) } }
+extension Int: PostgresBindable { public var postgresText: String { String(self) } }
+extension Int64: PostgresBindable { public var postgresText: String { String(self) } }
+extension Int32: PostgresBindable { public var postgresText: String { String(self) } }
+extension Double: PostgresBindable { public var postgresText: String { String(self) } }
+extension Bool: PostgresBindable { public var postgresText: String { self ? "t" : "f" } }
+extension UUID: PostgresBindable { public var postgresText: String { uuidString.lowercased() } }
+
+/// A server-side error for one statement (the connection is fine): carries SQLSTATE.
+public struct PostgresError: Error, CustomStringConvertible, Sendable {
+    public let sqlState: String
+    public let message: String
+    public var description: String { "PostgreSQL \(sqlState): \(message)" }
+
+    public var isUniqueViolation: Bool { sqlState == "23505" }
+    public var isForeignKeyViolation: Bool { sqlState == "23503" }
+    public var isSerializationFailure: Bool { sqlState == "40001" || sqlState == "40P01" }
+}
+
+/// Result rows, copied out of the PGresult so no C pointer outlives the call.
+public struct PostgresRows: Sendable, Sequence {
+    public let columns: [String]
+    public let rows: [[String?]]
+    public let affected: Int
+
+    public var count: Int { rows.count }
+    public var first: PostgresRow? { rows.first.map { PostgresRow(columns: columns, values: $0) } }
+
+    public func makeIterator() -> AnyIterator<PostgresRow> {
+        var it = rows.makeIterator()
+        let cols = columns
+        return AnyIterator { it.next().map { PostgresRow(columns: cols, values: $0) } }
+    }
+}
+
+/// Typed access to one row by column name. A missing column or a value of the wrong
+/// shape is a programming error in the query, reported as `PostgresError` "XX000".
+public struct PostgresRow: Sendable {
+    public let columns: [String]
+    public let values: [String?]
+
+    private func raw(_ name: String) throws -> String? {
+        guard let i = columns.firstIndex(of: name) else {
+            throw PostgresError(sqlState: "XX000", message: "no column \(name) in result")
+        }
+        return values[i]
+    }
+
+    public func isNull(_ name: String) throws -> Bool { try raw(name) == nil }
+
+    public func string(_ name: String) throws -> String {
+        guard let v = try raw(name) else { throw PostgresError(sqlState: "XX000", message: "column \(name) is null") }
+        return v
+    }
+
+    public func optionalString(_ name: String) throws -> String? { try raw(name) }
+
+    public func int(_ name: String) throws -> Int64 {
+        guard let v = try optionalInt(name) else { throw PostgresError(sqlState: "XX000", message: "column \(name) is null") }
+        return v
+    }
+
+    public func optionalInt(_ name: String) throws -> Int64? {
+        guard let s = try raw(name) else { return nil }
+        guard let v = Int64(s) else { throw PostgresError(sqlState: "XX000", message: "column \(name) is not an integer") }
+        return v
+    }
+
+    public func double(_ name: String) throws -> Double {
+        guard let s = try raw(name), let v = Double(s) else { throw PostgresError(sqlState: "XX000", message: "column \(name) is not a number") }
+        return v
+    }
+
+    public func bool(_ name: String) throws -> Bool {
+        switch try raw(name) {
+        case "t": return true
+        case "f": return false
+        default: throw PostgresError(sqlState: "XX000", message: "column \(name) is not a boolean")
+        }
+    }
+}
+
+/// One libpq connection, used by one thread at a time (each FastCGI thread owns one).
+/// It connects lazily and reconnects on the next call after the server went away, so a
+/// restarted PostgreSQL is picked up without restarting the process.
+///
+/// `@unchecked Sendable`: the PGconn is only touched from methods of this class, and
+/// the owner never uses one instance from two threads at once.
+public final class PostgresConnection: @unchecked Sendable {
+    private var conn: OpaquePointer?
+    private let conninfo: String
+    private let statementTimeoutMs: Int
+
+    public init(conninfo: String, statementTimeoutMs: Int = 10_000) {
+        self.conninfo = PostgresConnection.withTimeouts(conninfo)
+        self.statementTimeoutMs = statementTimeoutMs
+    }
+
+    deinit { if let conn { PQfinish(conn) } }
+
+    /// Every network call has a timeout: add connect and TCP timeouts to a key=value
+    /// conninfo that does not set them (a URL conninfo is taken as the operator wrote it).
+    static func withTimeouts(_ conninfo: String) -> String {
+        if conninfo.hasPrefix("postgres://") || conninfo.hasPrefix("postgresql://") { return conninfo }
+        var out = conninfo
+        if !out.contains("connect_timeout") { out += " connect_timeout=3" }
+        if !out.contains("tcp_user_timeout") { out += " tcp_user_timeout=10000" }
+        if !out.contains("keepalives_idle") { out += " keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3" }
+        return out
+    }
+
+    public var isConnected: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+
+    public func close() {
+        if let conn { PQfinish(conn) }
+        conn = nil
+    }
+
+    private func connection() throws -> OpaquePointer {
+        if let conn, PQstatus(conn) == CONNECTION_OK { return conn }
+        close()
+        guard let c = PQconnectdb(conninfo) else { throw DependencyError(.postgresql, "out of memory") }
+        guard PQstatus(c) == CONNECTION_OK else {
+            let detail = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
+            PQfinish(c)
+            throw DependencyError(.postgresql, "connect: \(detail)")
+        }
+        conn = c
+        do {
+            _ = try run(c, "SET statement_timeout = \(statementTimeoutMs)", [])
+        } catch {
+            close()
+            throw error
+        }
+        return c
+    }
+
+    /// Runs one parameterized statement. `$1, $2...` in `sql` take `params` in order.
+    @discardableResult
+    public func query(_ sql: String, _ params: [(any PostgresBindable)?] = []) throws -> PostgresRows {
+        try run(try connection(), sql, params)
+    }
+
+    /// Raw SQL without parameters, possibly several statements: only for migrations and
+    /// fixed administrative statements, never with input from a request.
+    public func executeScript(_ sql: String) throws {
+        let c = try connection()
+        guard let res = PQexec(c, sql) else { throw lost(c) }
+        defer { PQclear(res) }
+        try check(res, c)
+    }
+
+    /// BEGIN ... COMMIT around `body`; ROLLBACK when it throws.
+    public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try query("BEGIN")
+        do {
+            let value = try body(self)
+            try query("COMMIT")
+            return value
+        } catch {
+            if isConnected { _ = try? query("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// A round trip, for health checks.
+    public func ping() throws { try query("SELECT 1") }
+
+    private func run(_ c: OpaquePointer, _ sql: String, _ params: [(any PostgresBindable)?]) throws -> PostgresRows {
+        let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
+        defer { texts.forEach { free($0) } }
+        let res: OpaquePointer? = texts.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(texts.count, 1)) { values in
+                PQexecParams(c, sql, Int32(texts.count), nil, texts.isEmpty ? nil : values, nil, nil, 0)
+            }
+        }
+        guard let res else { throw lost(c) }
+        defer { PQclear(res) }
+        try check(res, c)
+        let nrows = Int(PQntuples(res)), ncols = Int(PQnfields(res))
+        var columns = [String]()
+        columns.reserveCapacity(ncols)
+        for j in 0..<ncols { columns.append(String(cString: PQfname(res, Int32(j)))) }
+        var rows = [[String?]]()
+        rows.reserveCapacity(nrows)
+        for i in 0..<nrows {
+            var row = [String?]()
+            row.reserveCapacity(ncols)
+            for j in 0..<ncols {
+                if PQgetisnull(res, Int32(i), Int32(j)) == 1 {
+                    row.append(nil)
+                } else {
+                    row.append(String(cString: PQgetvalue(res, Int32(i), Int32(j))))
+                }
+            }
+            rows.append(row)
+        }
+        let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
+        return PostgresRows(columns: columns, rows: rows, affected: affected)
+    }
+
+    private func check(_ res: OpaquePointer, _ c: OpaquePointer) throws {
+        switch PQresultStatus(res) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return
+        default:
+            if PQstatus(c) != CONNECTION_OK { throw lost(c) }
+            let field = { (code: UInt8) -> String in
+                PQresultErrorField(res, Int32(code)).map { String(cString: $0) } ?? ""
+            }
+            let state = field(UInt8(ascii: "C"))
+            // Class 08 (connection exception) and 57P0x (shutdown) mean the server is going away.
+            if state.hasPrefix("08") || state.hasPrefix("57P") {
+                close()
+                throw DependencyError(.postgresql, "\(state): \(field(UInt8(ascii: "M")))")
+            }
+            throw PostgresError(sqlState: state.isEmpty ? "XX000" : state, message: field(UInt8(ascii: "M")))
+        }
+    }
+
+    private func lost(_ c: OpaquePointer) -> DependencyError {
+        let detail = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
+        close()
+        return DependencyError(.postgresql, detail.isEmpty ? "connection lost" : detail)
+    }
+}

@@ -1,0 +1,51 @@
+// FCGIApp: the REST API as a FastCGI pool process behind nginx. Threads share one
+// listening socket and each accepts with FCGX_Accept_r; every thread owns its own
+// connections. Run several processes (systemd template units) behind one nginx upstream.
+import Foundation
+import Logging
+import ChatCore
+import ChatAPI
+
+let logger: Logger
+let config: Config
+do {
+    config = try Config.load()
+    Log.bootstrap(config)
+    logger = Logger(label: "fcgiapp")
+} catch {
+    FileHandle.standardError.write(Data("fcgiapp: \(error)\n".utf8))
+    exit(78) // EX_CONFIG: systemd does not restart-loop a broken config forever
+}
+
+do {
+    let settings = try ServiceSettings(config)
+    let threads = try config.int("FCGI_THREADS", default: 16)
+    let socketPath = config.string("FCGI_SOCKET", default: "/run/swiftchat/fcgi.sock")
+    let socketMode = mode_t(config.string("FCGI_SOCKET_MODE", default: "666"), radix: 8) ?? 0o666
+    let migrationsDir = config.string("MIGRATIONS_DIR", default: "/usr/share/swiftchat/migrations")
+    let sessionTTL = try config.int("SESSION_TTL_SECONDS", default: 30 * 24 * 3600)
+    let emailQueue = Topology.emailQueue(retryDelaysMs: try config.intList("WORKER_RETRY_DELAYS_MS", default: [5000, 30000, 120000]))
+    let mongo = try MongoPool(url: settings.mongoURL, database: settings.mongoDatabase, maxPoolSize: threads)
+
+    let services = try (0..<threads).map { _ in
+        try ThreadServices(settings: settings, mongo: mongo, emailQueue: emailQueue, sessionTTL: sessionTTL)
+    }
+    var router = Router()
+    SystemRoutes.register(&router)
+    let app = APIApplication(router: router, services: services)
+
+    let prepare = Thread {
+        Startup.prepareDatabases(settings: settings, mongo: mongo, migrationsDir: migrationsDir, logger: logger)
+    }
+    prepare.name = "startup"
+    prepare.start()
+
+    logger.info("fcgiapp listening", metadata: ["socket": "\(socketPath)", "threads": "\(threads)", "pid": "\(getpid())"])
+    let server = FastCGIServer(socketPath: socketPath, threads: threads, socketMode: socketMode)
+    try server.run(handler: { thread, request in app.handle(thread: thread, request) },
+                   onShutdown: { logger.info("shutting down: finishing requests in flight") })
+    logger.info("fcgiapp stopped")
+} catch {
+    logger.critical("fcgiapp cannot start", metadata: ["error": "\(error)"])
+    exit(1)
+}

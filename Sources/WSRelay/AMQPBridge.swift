@@ -1,0 +1,118 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import ChatCore
+
+/// The relay's two broker connections. A consumer on its own thread reads the relay's
+/// queue (rabbitmq-c blocks, so never on an event loop) and hands events to the hub;
+/// a control connection on a serial queue performs binds and unbinds as sockets come and go.
+///
+/// The queue `relay.<id>` is not exclusive (the control connection must bind it) and
+/// expires 60 s after its consumer is gone, so a dead relay leaves nothing behind.
+final class AMQPBridge: @unchecked Sendable {
+    let queueName: String
+    private let url: String
+    private let logger = Logger(label: "relay.amqp")
+    private let controlQueue = DispatchQueue(label: "relay.amqp.control")
+    /// Only used on `controlQueue`.
+    private var control: AMQPConnection?
+    private let consumerUp = NIOLockedValueBox(false)
+    private let stopFlag = ManagedAtomicFlag()
+    weak var hub: Hub?
+
+    static let queueArguments: [String: AMQPValue] = ["x-expires": .int(60_000)]
+
+    init(url: String, relayID: String) {
+        self.url = url
+        self.queueName = "relay." + relayID
+    }
+
+    var isConsuming: Bool { consumerUp.withLockedValue { $0 } }
+
+    func bind(_ keys: [String], done: @escaping @Sendable (Bool) -> Void) {
+        guard !keys.isEmpty else { done(true); return }
+        controlQueue.async { [self] in
+            done(self.withControl { c in for k in keys { try c.bind(queue: self.queueName, exchange: Topology.eventsExchange, routingKey: k) } })
+        }
+    }
+
+    func unbind(_ keys: [String]) {
+        controlQueue.async { [self] in
+            _ = self.withControl { c in for k in keys { try c.unbind(queue: self.queueName, exchange: Topology.eventsExchange, routingKey: k) } }
+        }
+    }
+
+    /// Runs `body` on the control connection, reconnecting once if it went stale.
+    private func withControl(_ body: (AMQPConnection) throws -> Void) -> Bool {
+        for attempt in 0..<2 {
+            do {
+                if control == nil {
+                    let c = try AMQPConnection(url: url, confirms: false, heartbeatSeconds: 0)
+                    c.onConnect = { [queueName] c in
+                        try Topology.declareEvents(on: c)
+                        try c.declareQueue(queueName, durable: false, arguments: AMQPBridge.queueArguments)
+                    }
+                    control = c
+                }
+                try body(control!)
+                return true
+            } catch {
+                control?.close()
+                control = nil
+                if attempt == 1 { logger.warning("bind/unbind failed", metadata: ["error": "\(error)"]) }
+            }
+        }
+        return false
+    }
+
+    func start() {
+        let thread = Thread { [self] in self.consumeLoop() }
+        thread.name = "amqp-consumer"
+        thread.start()
+    }
+
+    func stop() { stopFlag.set() }
+
+    private func consumeLoop() {
+        var firstConnect = true
+        var backoff = 0.5
+        var consumer: AMQPConnection? = nil
+        while !stopFlag.isSet {
+            do {
+                if consumer == nil {
+                    let c = try AMQPConnection(url: url, confirms: false, heartbeatSeconds: 30)
+                    try c.connect()
+                    try Topology.declareEvents(on: c)
+                    if firstConnect { try c.deleteQueue(queueName) } // no stale bindings from a previous run
+                    try c.declareQueue(queueName, durable: false, arguments: AMQPBridge.queueArguments)
+                    for key in hub?.allKeys ?? [] {
+                        try c.bind(queue: queueName, exchange: Topology.eventsExchange, routingKey: key)
+                    }
+                    try c.consume(queue: queueName, noAck: true)
+                    consumer = c
+                    consumerUp.withLockedValue { $0 = true }
+                    logger.info("consuming chat events", metadata: ["queue": "\(queueName)"])
+                    if !firstConnect {
+                        // Events published while we were away may be gone: make every client
+                        // reconnect and resume by seq rather than silently miss them.
+                        for client in hub?.allClients ?? [] { client.close(code: 1012, reason: "relay reconnected to the broker; resume") }
+                    }
+                    firstConnect = false
+                    backoff = 0.5
+                }
+                if let d = try consumer!.nextDelivery(timeoutMs: 1000) {
+                    hub?.deliver(routingKey: d.routingKey, body: d.body)
+                }
+            } catch {
+                consumer?.close()
+                consumer = nil
+                consumerUp.withLockedValue { $0 = false }
+                logger.warning("broker unavailable, retrying", metadata: ["error": "\(error)", "in_seconds": "\(backoff)"])
+                let end = Date().addingTimeInterval(backoff)
+                while Date() < end && !stopFlag.isSet { Thread.sleep(forTimeInterval: 0.1) }
+                backoff = min(backoff * 2, 5)
+            }
+        }
+        consumer?.close()
+    }
+}

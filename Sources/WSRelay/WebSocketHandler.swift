@@ -1,0 +1,274 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import ChatCore
+
+/// What every socket handler shares.
+struct RelayContext: Sendable {
+    let jwt: JWTSigner
+    let sessions: ObjectPool<RedisConnection>
+    let sessionTTL: Int
+    let blocking: NIOThreadPool
+    let hub: Hub
+    let authTimeout: TimeAmount
+    let idleTimeout: TimeAmount
+    let pingInterval: TimeAmount
+    let maxMessageBytes: Int
+}
+
+/// One WebSocket connection, confined to its event loop. The first frame must
+/// authenticate (JWT, then the session in Redis); after `ready` the relay pushes events
+/// and answers pings. Unknown or malformed frames get an error frame and the socket
+/// stays open; a message over 16 KiB closes it with 1009.
+final class WebSocketHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    enum State {
+        case awaitingAuth
+        case authenticating
+        case ready(userID: String)
+        case closing
+    }
+
+    private let ctx: RelayContext
+    private let logger = Logger(label: "relay.ws")
+    private var state = State.awaitingAuth
+    private var channel: Channel?
+    private var client: RelayClient?
+    /// Events that arrived between subscribing and sending `ready`.
+    private var pending: [ByteBuffer] = []
+    private var fragments: ByteBuffer?
+    private var fragmentOpcode: WebSocketOpcode = .text
+    private var lastHeard = NIODeadline.now()
+    private var timers: [Scheduled<Void>] = []
+    private var pinger: RepeatedTask?
+
+    init(context: RelayContext) { self.ctx = context }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        channel = context.channel
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timers.append(context.eventLoop.scheduleTask(in: ctx.authTimeout) {
+            if case .awaitingAuth = me.value.state { me.value.closeWith(code: RelayCloseCode.unauthorized, reason: "no auth frame") }
+            if case .authenticating = me.value.state { me.value.closeWith(code: RelayCloseCode.unauthorized, reason: "auth timed out") }
+        })
+        pinger = context.eventLoop.scheduleRepeatedTask(initialDelay: ctx.pingInterval, delay: ctx.pingInterval) { _ in
+            me.value.heartbeat()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { teardown() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    private func teardown() {
+        timers.forEach { $0.cancel() }
+        timers.removeAll()
+        pinger?.cancel()
+        pinger = nil
+        if let client {
+            ctx.hub.unsubscribe(client)
+            self.client = nil
+        }
+        state = .closing
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The socket's outbound buffer passed its high-water mark: this reader is too slow.
+        // Dropping it bounds the relay's memory; the client reconnects and resumes by seq.
+        if !context.channel.isWritable {
+            closeWith(code: RelayCloseCode.tryAgainLater, reason: "reader too slow")
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        lastHeard = .now()
+        if case .closing = state { return }
+        switch frame.opcode {
+        case .ping:
+            send(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+        case .pong:
+            break
+        case .connectionClose:
+            var data = frame.unmaskedData
+            let code = data.readWebSocketErrorCode() ?? .normalClosure
+            closeWith(code: UInt16(webSocketErrorCode: code), reason: "")
+        case .text, .binary:
+            if frame.fin {
+                guard fragments == nil else { return protocolError("new message inside a fragmented one") }
+                message(frame.opcode, frame.unmaskedData)
+            } else {
+                guard fragments == nil else { return protocolError("new message inside a fragmented one") }
+                fragments = frame.unmaskedData
+                fragmentOpcode = frame.opcode
+            }
+        case .continuation:
+            guard var buffer = fragments else { return protocolError("continuation without a start") }
+            var data = frame.unmaskedData
+            buffer.writeBuffer(&data)
+            guard buffer.readableBytes <= ctx.maxMessageBytes else {
+                return closeWith(code: RelayCloseCode.messageTooLarge, reason: "message over 16 KiB")
+            }
+            if frame.fin {
+                fragments = nil
+                message(fragmentOpcode, buffer)
+            } else {
+                fragments = buffer
+            }
+        default:
+            protocolError("unknown opcode")
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // NIO's protocol error handler has already sent the close frame (1009 for an
+        // oversized frame); here we only stop reacting.
+        if error is NIOWebSocketError {
+            state = .closing
+        } else {
+            logger.debug("socket error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    private func protocolError(_ why: String) {
+        closeWith(code: UInt16(webSocketErrorCode: .protocolError), reason: why)
+    }
+
+    private func message(_ opcode: WebSocketOpcode, _ data: ByteBuffer) {
+        guard data.readableBytes <= ctx.maxMessageBytes else {
+            return closeWith(code: RelayCloseCode.messageTooLarge, reason: "message over 16 KiB")
+        }
+        guard opcode == .text, let text = data.getString(at: data.readerIndex, length: data.readableBytes) else {
+            if case .awaitingAuth = state { return closeWith(code: RelayCloseCode.unauthorized, reason: "the first frame must be auth") }
+            return sendError("unsupported_frame", "Frames are JSON text frames.")
+        }
+        let parsed = ClientFrame.parse(text)
+        switch state {
+        case .awaitingAuth:
+            guard case .auth(let token) = parsed else {
+                return closeWith(code: RelayCloseCode.unauthorized, reason: "the first frame must be auth")
+            }
+            authenticate(token)
+        case .authenticating:
+            sendError("not_ready", "Wait for the ready frame.")
+        case .ready:
+            switch parsed {
+            case .ping: sendJSON(#"{"type":"pong"}"#)
+            case .auth: sendError("already_authenticated", "This socket is already authenticated.")
+            case .typing: sendError("not_a_member", "Typing is not available for this room.")
+            case .invalid(let code, let message): sendError(code, message)
+            }
+        case .closing:
+            break
+        }
+    }
+
+    private func authenticate(_ token: String) {
+        guard let claims = try? ctx.jwt.verify(token) else {
+            return closeWith(code: RelayCloseCode.unauthorized, reason: "invalid token")
+        }
+        state = .authenticating
+        guard let channel else { return }
+        let me = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let sessions = ctx.sessions
+        // hiredis blocks: run the session lookup on the blocking pool, never on the loop.
+        ctx.blocking.runIfActive(eventLoop: channel.eventLoop) { () throws -> String? in
+            try sessions.with { try SessionStore(redis: $0, ttlSeconds: 0).userID(of: claims.sid) }
+        }.whenComplete { result in
+            let handler = me.value
+            switch result {
+            case .success(let owner) where owner == claims.sub:
+                handler.subscribe(userID: claims.sub, sessionID: claims.sid)
+            case .success:
+                handler.closeWith(code: RelayCloseCode.unauthorized, reason: "session revoked or expired")
+            case .failure:
+                handler.closeWith(code: RelayCloseCode.tryAgainLater, reason: "sessions unavailable")
+            }
+        }
+    }
+
+    private func subscribe(userID: String, sessionID: String) {
+        guard case .authenticating = state, let channel else { return }
+        let client = RelayClient(channel: channel, handler: self)
+        self.client = client
+        let me = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let keys = ["user." + userID, "session." + sessionID]
+        ctx.hub.subscribe(client, keys: keys) { ok in
+            channel.eventLoop.execute {
+                let handler = me.value
+                guard case .authenticating = handler.state else { return }
+                guard ok else { return handler.closeWith(code: RelayCloseCode.tryAgainLater, reason: "broker unavailable") }
+                handler.state = .ready(userID: userID)
+                handler.sendJSON("{\"type\":\"ready\",\"user_id\":\(JSON.quote(userID)),\"rooms\":[]}")
+                for event in handler.pending { handler.send(WebSocketFrame(fin: true, opcode: .text, data: event)) }
+                handler.pending.removeAll()
+            }
+        }
+    }
+
+    /// An event from the broker for this socket (already on the loop).
+    func deliver(_ event: ByteBuffer, closeAfter: UInt16?) {
+        switch state {
+        case .ready:
+            send(WebSocketFrame(fin: true, opcode: .text, data: event))
+            if let code = closeAfter { closeWith(code: code, reason: "session revoked") }
+        case .authenticating:
+            pending.append(event)
+            if let code = closeAfter { closeWith(code: code, reason: "session revoked") }
+        default:
+            break
+        }
+    }
+
+    private func heartbeat() {
+        if case .closing = state { return }
+        if NIODeadline.now() - lastHeard > ctx.idleTimeout {
+            return closeWith(code: UInt16(webSocketErrorCode: .goingAway), reason: "idle")
+        }
+        send(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()))
+    }
+
+    private func sendJSON(_ text: String) {
+        send(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)))
+    }
+
+    private func sendError(_ code: String, _ message: String) {
+        sendJSON("{\"type\":\"error\",\"code\":\(JSON.quote(code)),\"message\":\(JSON.quote(message))}")
+    }
+
+    private func send(_ frame: WebSocketFrame) {
+        guard let channel, channel.isActive else { return }
+        channel.writeAndFlush(frame, promise: nil)
+    }
+
+    /// Sends a close frame with `code` and closes the socket once it is written.
+    func closeWith(code: UInt16, reason: String) {
+        if case .closing = state { return }
+        state = .closing
+        guard let channel else { return }
+        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.writeInteger(code)
+        data.writeString(String(reason.prefix(120)))
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+        teardown()
+    }
+}
+
+extension UInt16 {
+    init(webSocketErrorCode code: WebSocketErrorCode) {
+        var buffer = ByteBuffer()
+        buffer.write(webSocketErrorCode: code)
+        self = buffer.readInteger(as: UInt16.self) ?? 1000
+    }
+}

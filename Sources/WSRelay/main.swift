@@ -1,0 +1,108 @@
+// WSRelay: holds the WebSocket connections. SwiftNIO event loops for the sockets; one AMQP
+// consumer on its own thread bound (per routing key, as sockets need them) to the
+// chat-events exchange; fan-out of each event to the sockets that want it.
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOHTTP1
+import NIOWebSocket
+import ChatCore
+
+let config: Config
+do {
+    config = try Config.load()
+} catch {
+    FileHandle.standardError.write(Data("wsrelay: \(error)\n".utf8))
+    exit(78)
+}
+Log.bootstrap(config)
+let logger = Logger(label: "relay")
+
+do {
+    let settings = try ServiceSettings(config)
+    let host = config.string("WS_HOST", default: "127.0.0.1")
+    let port = try config.int("WS_PORT", default: 8101)
+    let relayID = config.string("RELAY_ID", default: "\(ProcessInfo.processInfo.hostName)-\(port)")
+    let loops = try config.int("WS_EVENT_LOOPS", default: System.coreCount)
+
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
+    let blocking = NIOThreadPool(numberOfThreads: 4)
+    blocking.start()
+    let bridge = AMQPBridge(url: settings.amqpURL, relayID: relayID)
+    let hub = Hub(bridge: bridge)
+    bridge.hub = hub
+    bridge.start()
+
+    let relayContext = RelayContext(
+        jwt: JWTSigner(secret: settings.jwtSecret),
+        sessions: ObjectPool { RedisConnection(settings: settings) },
+        sessionTTL: try config.int("SESSION_TTL_SECONDS", default: 30 * 24 * 3600),
+        blocking: blocking,
+        hub: hub,
+        authTimeout: .seconds(Int64(try config.int("WS_AUTH_TIMEOUT_SECONDS", default: 10))),
+        idleTimeout: .seconds(75),
+        pingInterval: .seconds(Int64(try config.int("WS_PING_INTERVAL_SECONDS", default: 30))),
+        maxMessageBytes: 16 * 1024
+    )
+
+    let health: @Sendable () -> (Int, String) = {
+        let up = bridge.isConsuming
+        let body = "{\"status\":\(up ? "\"ok\"" : "\"unavailable\""),\"relay_id\":\(JSON.quote(relayID)),\"connections\":\(hub.clientCount),\"bindings\":\(hub.allKeys.count),\"rabbitmq\":\(up ? "\"up\"" : "\"down\"")}"
+        return (up ? 200 : 503, body)
+    }
+
+    let bootstrap = ServerBootstrap(group: group)
+        .serverChannelOption(.backlog, value: 1024)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+        .childChannelInitializer { channel in
+            let httpHandler = HTTPHandler(health: health)
+            let upgrader = NIOWebSocketServerUpgrader(
+                maxFrameSize: 16 * 1024,
+                automaticErrorHandling: true,
+                shouldUpgrade: { channel, head in
+                    let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                    return channel.eventLoop.makeSucceededFuture(path == "/ws" ? HTTPHeaders() : nil)
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(WebSocketHandler(context: relayContext))
+                    }
+                })
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                    withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                        context.pipeline.removeHandler(name: "relay.http", promise: nil)
+                    }))
+                try channel.pipeline.syncOperations.addHandler(httpHandler, name: "relay.http")
+            }
+        }
+
+    let server = try bootstrap.bind(host: host, port: port).wait()
+    logger.info("relay listening", metadata: ["address": "\(host):\(port)", "relay_id": "\(relayID)", "pid": "\(getpid())"])
+
+    // SIGTERM/SIGINT: 1001 to every client so it reconnects elsewhere, then stop.
+    let done = DispatchSemaphore(value: 0)
+    for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
+    let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { done.signal() }
+        source.resume()
+        return source
+    }
+    done.wait()
+    logger.info("shutting down: closing sockets with 1001", metadata: ["connections": "\(hub.clientCount)"])
+    try? server.close().wait()
+    for client in hub.allClients { client.close(code: RelayCloseCode.goingAway, reason: "relay shutting down") }
+    Thread.sleep(forTimeInterval: 0.5)
+    bridge.stop()
+    _ = sources
+    try? group.syncShutdownGracefully()
+    try? blocking.syncShutdownGracefully()
+    logger.info("relay stopped")
+} catch {
+    logger.critical("relay cannot start", metadata: ["error": "\(error)"])
+    exit(1)
+}
