@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+@testable import ChatAPI
+@testable import ChatCore
+
+@Suite struct RouterTests {
+    func router() -> Router {
+        var r = Router()
+        let ok: Handler = { _ in .noContent() }
+        r.add("POST", "/api/auth/login", auth: .none, ok)
+        r.add("GET", "/api/auth/providers", auth: .none, ok)
+        r.add("GET", "/api/auth/{provider}", auth: .none, ok)
+        r.add("GET", "/api/auth/{provider}/callback", auth: .none, ok)
+        r.add("GET", "/api/rooms/{id}", auth: .user, ok)
+        r.add("GET", "/api/rooms/public", auth: .user, ok)
+        r.add("GET", "/api/rooms/{id}/messages", auth: .user, ok)
+        r.add("POST", "/api/rooms/{id}/messages", auth: .user, ok)
+        return r
+    }
+
+    @Test func literalSegmentsBeatParameters() {
+        guard case .matched(let route, let params) = router().resolve(method: "GET", path: "/api/auth/providers") else {
+            Issue.record("no match"); return
+        }
+        #expect(route.pattern == "/api/auth/providers" && params.isEmpty)
+        guard case .matched(let r2, _) = router().resolve(method: "GET", path: "/api/rooms/public") else { Issue.record("public"); return }
+        #expect(r2.pattern == "/api/rooms/public")
+    }
+
+    @Test func parametersArePercentDecoded() {
+        guard case .matched(let route, let params) = router().resolve(method: "GET", path: "/api/auth/git%68ub/callback") else {
+            Issue.record("no match"); return
+        }
+        #expect(route.pattern == "/api/auth/{provider}/callback" && params["provider"] == "github")
+    }
+
+    @Test func knownPathWithOtherMethodIs405() {
+        guard case .methodNotAllowed(let allowed) = router().resolve(method: "GET", path: "/api/auth/login") else {
+            Issue.record("expected 405"); return
+        }
+        #expect(allowed == ["POST"])
+        guard case .methodNotAllowed(let a2) = router().resolve(method: "DELETE", path: "/api/rooms/1/messages") else {
+            Issue.record("expected 405"); return
+        }
+        #expect(a2 == ["GET", "POST"])
+    }
+
+    @Test func unknownPathsAre404() {
+        for path in ["/api/nope", "/api/rooms/1/", "/api/rooms//messages", "/api/rooms/a%2Fb", "/api"] {
+            guard case .notFound = router().resolve(method: "GET", path: path) else { Issue.record("\(path) matched"); continue }
+        }
+    }
+}
+
+/// The application in-process: routing, content types and the error envelope, without
+/// touching any dependency (the connections are lazy and /api/ping uses none).
+@Suite struct ApplicationTests {
+    func app() throws -> APIApplication {
+        let settings = try ServiceSettings(Config(values: ["JWT_SECRET": String(repeating: "ab", count: 32),
+                                                           "REDIS_PORT": "1", "AMQP_URL": "amqp://127.0.0.1:1/"]))
+        let mongo = try MongoPool(url: "mongodb://127.0.0.1:1/", database: "t")
+        let services = try ThreadServices(settings: settings, mongo: mongo, emailQueue: Topology.emailQueue(retryDelaysMs: [1]), sessionTTL: 60)
+        var router = Router()
+        SystemRoutes.register(&router)
+        router.add("POST", "/api/echo", auth: .none) { ctx in
+            struct In: Codable { let text: String }
+            return .json(try ctx.decode(In.self))
+        }
+        router.add("GET", "/api/secret", auth: .user) { _ in .noContent() }
+        return APIApplication(router: router, services: [services])
+    }
+
+    func body(_ reply: HTTPReply) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(reply.body))) as? [String: Any] ?? [:]
+    }
+
+    func code(_ reply: HTTPReply) -> String? { (body(reply)["error"] as? [String: Any])?["code"] as? String }
+
+    @Test func pingAnswersJSON() throws {
+        let r = try app().handle(thread: 0, HTTPRequest(method: "GET", path: "/api/ping"))
+        #expect(r.status == 200 && body(r)["pong"] as? Bool == true)
+    }
+
+    @Test func errorsUseTheEnvelope() throws {
+        let a = try app()
+        #expect(code(a.handle(thread: 0, HTTPRequest(method: "GET", path: "/api/nothing"))) == "not_found")
+        let r405 = a.handle(thread: 0, HTTPRequest(method: "DELETE", path: "/api/ping"))
+        #expect(r405.status == 405 && code(r405) == "method_not_allowed")
+        #expect(r405.headers.contains { $0.0 == "Allow" && $0.1 == "GET" })
+        let r415 = a.handle(thread: 0, HTTPRequest(method: "POST", path: "/api/echo", headers: ["content-type": "text/plain"], body: Array("hi".utf8)))
+        #expect(r415.status == 415 && code(r415) == "unsupported_media_type")
+        let r400 = a.handle(thread: 0, HTTPRequest(method: "POST", path: "/api/echo", headers: ["content-type": "application/json; charset=utf-8"], body: Array("{".utf8)))
+        #expect(r400.status == 400 && code(r400) == "invalid_json")
+        let ok = a.handle(thread: 0, HTTPRequest(method: "POST", path: "/api/echo", headers: ["content-type": "application/json"], body: Array(#"{"text":"hé"}"#.utf8)))
+        #expect(ok.status == 200 && body(ok)["text"] as? String == "hé")
+    }
+
+    @Test func protectedRoutesNeedAValidToken() throws {
+        let a = try app()
+        #expect(a.handle(thread: 0, HTTPRequest(method: "GET", path: "/api/secret")).status == 401)
+        let bad = a.handle(thread: 0, HTTPRequest(method: "GET", path: "/api/secret", headers: ["authorization": "Bearer x.y.z"]))
+        #expect(bad.status == 401 && code(bad) == "unauthorized")
+        // A well-signed token whose session cannot be checked (Redis unreachable): 503 naming redis.
+        let signer = JWTSigner(secret: Hex.decode(String(repeating: "ab", count: 32))!)
+        let token = signer.sign(.init(sub: "u", sid: "s", iat: 0, exp: Int64(Date().timeIntervalSince1970) + 60))
+        let down = a.handle(thread: 0, HTTPRequest(method: "GET", path: "/api/secret", headers: ["authorization": "Bearer \(token)"]))
+        #expect(down.status == 503 && code(down) == "redis_unavailable")
+        #expect(down.headers.contains { $0.0 == "Retry-After" })
+    }
+}
