@@ -1,0 +1,42 @@
+# swiftchat: one entry point for setting up, building, running and testing.
+#   make run    set up, build, and start the whole local stack (.run/dev); prints its URLs
+#   make test   set up, build, unit tests, then the integration suite against .run/test
+#   make stop   stop every local stack under .run/
+SHELL := /bin/bash
+STACK := scripts/stack.sh
+
+.PHONY: setup build run stop status test unit bench clean
+
+setup:
+	@$(STACK) setup
+
+build: setup
+	swift build -c release
+	@if [ -f web/build.sh ]; then bash web/build.sh; fi
+
+run: build
+	@STACK_DIR=.run/dev $(STACK) start
+
+stop:
+	@for d in .run/*/; do \
+	  [ -d "$$d/pids" ] || continue; \
+	  STACK_DIR="$$d" $(STACK) stop || exit 1; \
+	done
+
+status:
+	@found=0; for d in .run/*/; do \
+	  [ -f "$$d/ports.env" ] || continue; found=1; \
+	  STACK_DIR="$$d" $(STACK) status; \
+	done; [ $$found = 1 ] || echo "no stack under .run/"
+
+unit:
+	swift test
+
+test: build
+	@scripts/test.sh
+
+bench: build
+	@if [ -f bench/run.sh ]; then bash bench/run.sh; else echo "no bench/run.sh yet"; fi
+
+clean: stop
+	rm -rf .run

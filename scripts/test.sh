@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test` after the release build: the unit tests (`swift test`), then a stack of its
+# own in .run/test (free ports, 2 FastCGI processes, 2 relays) and the integration suite
+# against it. The stack is stopped whatever happens. pytest's summary closes the output;
+# the exit status is pytest's, or 1 when the unit tests failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export STACK_DIR=.run/test
+stack_log=.run/test-stack.log
+
+unit_status=0
+swift test || unit_status=$?
+
+mkdir -p .run
+stop_stack() { scripts/stack.sh stop >>"$stack_log" 2>&1 || echo "stack stop failed: see $stack_log" >&2; }
+trap stop_stack EXIT
+
+# A stack left over from an interrupted run would keep its old binaries and config.
+scripts/stack.sh stop >"$stack_log" 2>&1 || true
+FCGI_PROCESSES=2 WS_RELAYS=2 scripts/stack.sh start
+
+if ((unit_status != 0)); then
+  echo "swift test failed (exit $unit_status): running the integration suite anyway; make test fails."
+fi
+
+py_status=0
+STACK_ENV=$PWD/.run/test/stack.env .venv/bin/python -m pytest -q -p no:cacheprovider \
+  --timeout=600 Tests/integration || py_status=$?
+
+stop_stack
+trap - EXIT
+if ((py_status != 0)); then exit "$py_status"; fi
+exit "$unit_status"
