@@ -184,11 +184,13 @@ svc_pid() {
 running() { svc_pid "$1" >/dev/null; }
 
 # spawn NAME LOGFILE CMD...: start a long-running process in its own session, detached
-# from this shell, with the stack marker in its environment; records its pid.
+# from this shell, with the stack marker in its environment; records its pid. A
+# background job of a script starts with SIGINT and SIGQUIT ignored: env puts every
+# signal back to its default so the process sees what it would under systemd.
 spawn() {
   local name=$1 log=$2
   shift 2
-  SWIFTCHAT_STACK=$STACK_DIR setsid "$@" >>"$log" 2>&1 </dev/null 9>&- &
+  SWIFTCHAT_STACK=$STACK_DIR setsid env --default-signal "$@" >>"$log" 2>&1 </dev/null 9>&- &
   printf '%s\n' "$!" >"$(pidfile "$name")"
 }
 
@@ -870,6 +872,24 @@ start_apps() {
   done
 }
 
+# A Swift process started from a binary that has since been rebuilt (or from another
+# SWIFTCHAT_BIN_DIR) is stopped here, so that this start runs the current build.
+stop_stale_apps() {
+  ((${START_APPS:-1})) || return 0
+  local name pid binary exe
+  for name in $(service_names); do
+    case $name in
+      fcgi-*) binary=FCGIApp ;; relay-*) binary=WSRelay ;; worker) binary=Worker ;; *) continue ;;
+    esac
+    pid=$(svc_pid "$name") || continue
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
+    if [[ $exe != "$(realpath -m "$BIN_DIR/$binary")" ]]; then
+      say "$name runs ${exe% (deleted)}$([[ $exe == *" (deleted)" ]] && echo ", since rebuilt"): restarting it"
+      stop_one "$name"
+    fi
+  done
+}
+
 all_running() {
   local name
   for name in $(service_names); do
@@ -901,6 +921,7 @@ cmd_start() {
   capture_env
   settle start
   ensure_secrets
+  stop_stale_apps
   if all_running; then
     write_config
     start_nginx   # reloads only if its rendered configuration changed
