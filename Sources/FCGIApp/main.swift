@@ -6,6 +6,7 @@ import Logging
 import ChatCore
 import ChatAPI
 
+ShutdownSignal.block()
 let logger: Logger
 let config: Config
 do {

@@ -42,9 +42,12 @@ final class AMQPBridge: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on the control connection, reconnecting once if it went stale.
+    /// Runs `body` on the control connection, reconnecting if it went stale and retrying
+    /// with back-off for a few seconds (a broker that is just restarting flaps).
     private func withControl(_ body: (AMQPConnection) throws -> Void) -> Bool {
-        for attempt in 0..<2 {
+        let attempts = 5
+        for attempt in 0..<attempts {
+            if attempt >= 2 { Thread.sleep(forTimeInterval: 0.25 * Double(1 << (attempt - 2))) }
             do {
                 if control == nil {
                     let c = try AMQPConnection(url: url, confirms: false, heartbeatSeconds: 0)
@@ -59,7 +62,7 @@ final class AMQPBridge: @unchecked Sendable {
             } catch {
                 control?.close()
                 control = nil
-                if attempt == 1 { logger.warning("bind/unbind failed", metadata: ["error": "\(error)"]) }
+                if attempt == attempts - 1 { logger.warning("bind/unbind failed", metadata: ["error": "\(error)"]) }
             }
         }
         return false

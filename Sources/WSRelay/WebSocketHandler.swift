@@ -91,7 +91,11 @@ final class WebSocketHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         lastHeard = .now()
-        if case .closing = state { return }
+        if case .closing = state {
+            // The peer's answer to our close frame completes the closing handshake.
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
+        }
         switch frame.opcode {
         case .ping:
             send(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
@@ -129,10 +133,14 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // NIO's protocol error handler has already sent the close frame (1009 for an
-        // oversized frame); here we only stop reacting.
-        if error is NIOWebSocketError {
-            state = .closing
+        // A frame the decoder refused (over 16 KiB, or malformed): close with the matching
+        // code. The decoder drops the rest of the input; lingering until the peer's close
+        // (instead of closing at once with unread bytes) avoids a TCP reset that would
+        // destroy our close frame before the client reads it.
+        if let wsError = error as? NIOWebSocketError {
+            let code: UInt16 = wsError == .invalidFrameLength ? RelayCloseCode.messageTooLarge
+                : UInt16(webSocketErrorCode: .protocolError)
+            closeWith(code: code, reason: code == RelayCloseCode.messageTooLarge ? "frame over 16 KiB" : "protocol error")
         } else {
             logger.debug("socket error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
@@ -258,10 +266,10 @@ final class WebSocketHandler: ChannelInboundHandler {
         var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code)
         data.writeString(String(reason.prefix(120)))
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
-            channel.close(promise: nil)
-        }
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
         teardown()
+        // Wait briefly for the peer's close frame (see channelRead), then close regardless.
+        channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
     }
 }
 

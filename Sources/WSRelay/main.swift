@@ -9,6 +9,7 @@ import NIOHTTP1
 import NIOWebSocket
 import ChatCore
 
+ShutdownSignal.block()
 let config: Config
 do {
     config = try Config.load()
@@ -61,7 +62,7 @@ do {
             let httpHandler = HTTPHandler(health: health)
             let upgrader = NIOWebSocketServerUpgrader(
                 maxFrameSize: 16 * 1024,
-                automaticErrorHandling: true,
+                automaticErrorHandling: false, // WebSocketHandler answers decoder errors itself
                 shouldUpgrade: { channel, head in
                     let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
                     return channel.eventLoop.makeSucceededFuture(path == "/ws" ? HTTPHeaders() : nil)
@@ -84,21 +85,12 @@ do {
     logger.info("relay listening", metadata: ["address": "\(host):\(port)", "relay_id": "\(relayID)", "pid": "\(getpid())"])
 
     // SIGTERM/SIGINT: 1001 to every client so it reconnects elsewhere, then stop.
-    let done = DispatchSemaphore(value: 0)
-    for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
-    let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { done.signal() }
-        source.resume()
-        return source
-    }
-    done.wait()
+    ShutdownSignal.wait()
     logger.info("shutting down: closing sockets with 1001", metadata: ["connections": "\(hub.clientCount)"])
     try? server.close().wait()
     for client in hub.allClients { client.close(code: RelayCloseCode.goingAway, reason: "relay shutting down") }
     Thread.sleep(forTimeInterval: 0.5)
     bridge.stop()
-    _ = sources
     try? group.syncShutdownGracefully()
     try? blocking.syncShutdownGracefully()
     logger.info("relay stopped")

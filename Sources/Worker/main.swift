@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import ChatCore
 
+ShutdownSignal.block()
 let config: Config
 do {
     config = try Config.load()
@@ -29,19 +30,12 @@ do {
     let sender = EmailSender(settings: settings)
     let runner = try TaskRunner(queue: queue, amqpURL: settings.amqpURL, prefetch: try config.int("WORKER_PREFETCH", default: 4),
                                 handle: sender.handle)
-    for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
-    let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler {
-            logger.info("shutting down after the task in hand")
-            stop.set()
-        }
-        source.resume()
-        return source
+    ShutdownSignal.onSignal { _ in
+        logger.info("shutting down after the task in hand")
+        stop.set()
     }
     logger.info("worker started", metadata: ["queue": "\(queue.name)", "max_attempts": "\(queue.maxAttempts)", "pid": "\(getpid())"])
     runner.run(until: stop)
-    _ = sources
     logger.info("worker stopped")
 } catch {
     logger.critical("worker cannot start", metadata: ["error": "\(error)"])

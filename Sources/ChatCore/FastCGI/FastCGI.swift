@@ -130,6 +130,7 @@ public enum FastCGIRequestParser {
 /// The FastCGI side of the pool: a socket shared by `threads` threads that each accept
 /// with FCGX_Accept_r (no accept mutex needed). SIGTERM/SIGINT close the listening socket
 /// so blocked accepts return; each thread finishes the request it holds, then exits.
+/// Call `ShutdownSignal.block()` before any thread starts.
 public final class FastCGIServer: @unchecked Sendable {
     public typealias Handler = @Sendable (_ threadIndex: Int, _ request: HTTPRequest) -> HTTPReply
 
@@ -149,13 +150,9 @@ public final class FastCGIServer: @unchecked Sendable {
     /// every thread has finished its request. `perThreadStart` runs on each thread first.
     public func run(handler: @escaping Handler, onShutdown: @escaping @Sendable () -> Void = {}) throws {
         guard FCGX_Init() == 0 else { throw ConfigError.invalid("FCGI", "FCGX_Init failed") }
-        // Block the shutdown signals in every thread; the main thread takes them with sigwait.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        signal(SIGPIPE, SIG_IGN)
+        // libfcgi installs its own SIGTERM handler that only sets a flag; the signals are
+        // blocked (ShutdownSignal.block() at the top of main) and taken here with sigwait.
+        ShutdownSignal.block()
 
         if socketPath.hasPrefix("/") { unlink(socketPath) }
         let fd = FCGX_OpenSocket(socketPath, 1024)
@@ -175,8 +172,7 @@ public final class FastCGIServer: @unchecked Sendable {
             thread.start()
         }
 
-        var received: Int32 = 0
-        sigwait(&signals, &received)
+        ShutdownSignal.wait()
         stopping.set()
         onShutdown()
         // Wakes every thread blocked in accept(); a thread inside a request finishes it first.

@@ -1,0 +1,97 @@
+"""Dependencies going down and coming back: /api/health names what is down (503), and
+every process recovers by itself, without a restart, when it returns. The relay and the
+Worker reconnect to RabbitMQ and re-declare what they need."""
+
+import json
+import time
+import urllib.request
+import uuid
+
+import pika
+import pytest
+
+from helpers import make_session, recv_json
+from test_20_websocket import publish_event
+from test_30_worker import enqueue
+
+
+def health(https):
+    r = https.get("/api/health", timeout=20)
+    return r.status_code, r.json()
+
+
+@pytest.mark.parametrize("service,name", [("postgres", "postgresql"), ("redis", "redis"), ("rabbitmq", "rabbitmq")])
+def test_dependency_down_gives_503_naming_it_and_recovers(https, stack_ctl, wait_until, service, name):
+    assert health(https)[0] == 200
+    stack_ctl("stop-service", service)
+    try:
+        status, body = wait_until(lambda: (lambda h: h if h[0] == 503 else None)(health(https)), timeout=30)
+        assert body["error"]["code"] == "dependency_unavailable"
+        assert name in body["error"]["message"]
+        assert body["down"] == [name]
+        assert body["dependencies"][name]["status"] == "down"
+        r = https.get("/api/health")
+        assert r.headers.get("Retry-After")
+    finally:
+        stack_ctl("start-service", service)
+    # Every pool process and thread recovers (several requests spread over them).
+    wait_until(lambda: all(health(https)[0] == 200 for _ in range(8)), timeout=60, interval=0.5)
+
+
+def relay_health(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        return json.load(r)
+
+
+def test_relay_and_worker_recover_after_rabbitmq_restart(stack, stack_ctl, wait_until, redis_client, ws_connect,
+                                                         wait_for_mail):
+    stack_ctl("stop-service", "rabbitmq")
+    stack_ctl("start-service", "rabbitmq")
+    ports = stack["RELAY_PORTS"].split(",")
+    wait_until(lambda: all(relay_health(p)["rabbitmq"] == "up" for p in ports), timeout=60, interval=0.5)
+    # A new socket receives events again: its binding went to a re-declared queue.
+    user_id, _, token = make_session(stack, redis_client)
+    ws = ws_connect(token, wait_ready=True)
+    conn = pika.BlockingConnection(pika.URLParameters(stack["AMQP_URL"]))
+    try:
+        ch = conn.channel()
+        publish_event(ch, f"user.{user_id}", {"type": "presence", "user_id": "x", "status": "online"})
+        assert recv_json(ws, timeout=10)["type"] == "presence"
+        # The Worker re-declared its queues and consumes again.
+        task_id = str(uuid.uuid4())
+        to = f"after-restart-{task_id[:8]}@example.test"
+        wait_until(lambda: ch.queue_declare("tasks.email", passive=True), timeout=30)
+        enqueue(ch, {"id": task_id, "to": to, "subject": "after restart", "text": "t"})
+        assert wait_for_mail(lambda m: m["To"] == to, timeout=60)["Subject"] == "after restart"
+    finally:
+        conn.close()
+
+
+def test_relay_sigterm_closes_clients_with_1001(stack, stack_ctl, redis_client, wait_until):
+    import websocket
+    from helpers import recv_close
+    port = stack["RELAY_PORTS"].split(",")[0]
+    _, _, token = make_session(stack, redis_client)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    ws.send(json.dumps({"type": "auth", "token": token}))
+    assert recv_json(ws)["type"] == "ready"
+    stack_ctl("stop-service", "relay-1")
+    try:
+        code, _ = recv_close(ws, timeout=10)
+        assert code == 1001
+    finally:
+        stack_ctl("start-service", "relay-1")
+    wait_until(lambda: relay_health(stack["RELAY_PORTS"].split(",")[0])["status"] == "ok", timeout=30)
+
+
+def test_killed_pool_process_nginx_keeps_serving(https, stack, stack_ctl, wait_until):
+    if len(stack["FCGI_SOCKETS"].split(",")) < 2:
+        pytest.skip("needs two pool processes")
+    stack_ctl("kill-service", "fcgi-1")
+    try:
+        for _ in range(20):
+            r = https.get("/api/ping")
+            assert r.status_code == 200, r.text
+    finally:
+        stack_ctl("start-service", "fcgi-1")
+    wait_until(lambda: all(https.get("/api/ping").status_code == 200 for _ in range(6)), timeout=30)
