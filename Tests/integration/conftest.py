@@ -156,15 +156,22 @@ def ws_connect(stack: dict[str, str]):
         if token is not None:
             ws.send(json.dumps({"type": "auth", "token": token}))
             if wait_ready:
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    frame = json.loads(ws.recv())
-                    if frame.get("type") == "ready":
-                        ws.ready = frame
-                        break
-                else:
-                    raise AssertionError("no ready frame within %ss" % timeout)
+                ws.ready = _wait_ready(ws, timeout)
         return ws
+
+    def _wait_ready(ws: websocket.WebSocket, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            opcode, data = ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                reason = data[2:].decode("utf-8", "replace")
+                raise AssertionError(f"socket closed with {code} {reason!r} before ready")
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                frame = json.loads(data.decode())
+                if frame.get("type") == "ready":
+                    return frame
+        raise AssertionError("no ready frame within %ss" % timeout)
 
     yield connect
     for ws in opened:
