@@ -987,6 +987,10 @@ cmd_stop() {
     fi
     stop_one "$name"
   done
+  # The short socket folder under /tmp of a deep stack folder goes too (empty by now).
+  if [[ $RUNTIME_DIR != "$STACK_DIR" ]]; then
+    rmdir "$SOCK_DIR" "$PG_SOCKDIR" "$RUNTIME_DIR" 2>/dev/null || true
+  fi
   if ((stopped)); then say "stopped the stack in $STACK_DIR"
   else say "nothing was running in $STACK_DIR"
   fi
@@ -996,6 +1000,7 @@ cmd_service() {
   local action=$1 name=$2
   init_stack
   [[ -d $PID_DIR ]] || die "no stack in $STACK_DIR"
+  make_dirs
   lock_stack
   case $name in
     postgres | redis | rabbitmq | mongo | smtp | worker | nginx | relay-[1-9]* | fcgi-[1-9]*) ;;
