@@ -33,7 +33,7 @@ APT_PACKAGES=(libfcgi-dev libpq-dev libmongoc-dev libhiredis-dev librabbitmq-dev
   python3-venv node-react node-react-dom esbuild chromium chromium-driver)
 
 PORT_KEYS=(HTTPS_PORT HTTP_PORT PG_PORT REDIS_PORT AMQP_PORT AMQP_DIST_PORT EPMD_PORT
-  MONGO_PORT SMTP_PORT)
+  MONGO_PORT SMTP_PORT OAUTH_PORT)
 
 say() { printf '%s\n' "$*"; }
 warn() { printf 'stack: %s\n' "$*" >&2; }
@@ -253,6 +253,7 @@ port_owner() {
     EPMD_PORT) echo epmd ;;
     MONGO_PORT) echo mongo ;;
     SMTP_PORT) echo smtp ;;
+    OAUTH_PORT) echo oauth ;;
     RELAY_PORT_*) echo "relay-${1#RELAY_PORT_}" ;;
   esac
 }
@@ -261,7 +262,7 @@ declare -A SAVED=() ENV_OVERRIDE=() PORT=()
 
 capture_env() {
   local k
-  for k in "${PORT_KEYS[@]}" WS_PORT_BASE FCGI_PROCESSES WS_RELAYS MONGO_URL MONGO_DB \
+  for k in "${PORT_KEYS[@]}" WS_PORT_BASE FCGI_PROCESSES WS_RELAYS OAUTH_STANDIN MONGO_URL MONGO_DB \
     SWIFTCHAT_BIN_DIR; do
     [[ -n ${!k-} ]] && ENV_OVERRIDE[$k]=${!k}
   done
@@ -285,6 +286,7 @@ default_port() {
       HTTPS_PORT) echo 8443 ;; HTTP_PORT) echo 8080 ;; PG_PORT) echo 25432 ;;
       REDIS_PORT) echo 26379 ;; AMQP_PORT) echo 25672 ;; AMQP_DIST_PORT) echo 25673 ;;
       EPMD_PORT) echo 24369 ;; MONGO_PORT) echo 27117 ;; SMTP_PORT) echo 2525 ;;
+      OAUTH_PORT) echo 8190 ;;
       RELAY_PORT_*) i=${k#RELAY_PORT_}; echo $((${ENV_OVERRIDE[WS_PORT_BASE]:-8101} + i - 1)) ;;
     esac
     return
@@ -352,6 +354,7 @@ save_ports() {
     for k in $(printf '%s\n' "${!PORT[@]}" | sort); do echo "$k=${PORT[$k]}"; done
     echo "FCGI_PROCESSES=$FCGI_PROCESSES"
     echo "WS_RELAYS=$WS_RELAYS"
+    echo "OAUTH_STANDIN=$OAUTH_STANDIN"
     echo "EXTERNAL_MONGO_URL='$EXTERNAL_MONGO_URL'"
     echo "MONGO_DB=$MONGO_DB"
     echo "BIN_DIR=$BIN_DIR"
@@ -366,6 +369,7 @@ settle() {
   if [[ $mode == start ]]; then
     FCGI_PROCESSES=${ENV_OVERRIDE[FCGI_PROCESSES]:-${SAVED[FCGI_PROCESSES]:-2}}
     WS_RELAYS=${ENV_OVERRIDE[WS_RELAYS]:-${SAVED[WS_RELAYS]:-1}}
+    OAUTH_STANDIN=${ENV_OVERRIDE[OAUTH_STANDIN]:-${SAVED[OAUTH_STANDIN]:-0}}
     EXTERNAL_MONGO_URL=${ENV_OVERRIDE[MONGO_URL]:-}
     local default_db=swiftchat
     [[ -n $EXTERNAL_MONGO_URL ]] && ((!IS_DEV)) && default_db=swiftchat_$STACK_NAME
@@ -376,6 +380,7 @@ settle() {
     [[ -f $PORTS_FILE ]] || die "no stack in $STACK_DIR yet: run start first"
     FCGI_PROCESSES=${SAVED[FCGI_PROCESSES]:-2}
     WS_RELAYS=${SAVED[WS_RELAYS]:-1}
+    OAUTH_STANDIN=${SAVED[OAUTH_STANDIN]:-0}
     EXTERNAL_MONGO_URL=${SAVED[EXTERNAL_MONGO_URL]:-}
     MONGO_DB=${SAVED[MONGO_DB]:-swiftchat}
     BIN_DIR=${SAVED[BIN_DIR]:-$REPO_ROOT/.build/release}
@@ -463,7 +468,27 @@ MIGRATIONS_DIR=$REPO_ROOT/migrations
 LOG_LEVEL=${LOG_LEVEL:-info}
 WORKER_RETRY_DELAYS_MS=${WORKER_RETRY_DELAYS_MS:-$retry}
 RATE_LIMIT_LOGIN_PER_EMAIL=${RATE_LIMIT_LOGIN_PER_EMAIL:-10}
+RATE_LIMIT_WINDOW_SECONDS=${RATE_LIMIT_WINDOW_SECONDS:-900}
 EOF
+    if ((OAUTH_STANDIN)); then
+      # Test stacks only: the three providers point at scripts/oauth_standin.py.
+      local p base=http://127.0.0.1:${PORT[OAUTH_PORT]}
+      for p in google github yandex; do
+        printf 'OAUTH_%s_CLIENT_ID=test-%s-client\nOAUTH_%s_CLIENT_SECRET=test-%s-secret\n' "${p^^}" "$p" "${p^^}" "$p"
+      done >>"$tmp"
+      cat >>"$tmp" <<EOF
+OAUTH_GOOGLE_AUTHORIZE_URL=$base/google/authorize
+OAUTH_GOOGLE_TOKEN_URL=$base/google/token
+OAUTH_GOOGLE_USERINFO_URL=$base/google/userinfo
+OAUTH_GITHUB_AUTHORIZE_URL=$base/github/login/oauth/authorize
+OAUTH_GITHUB_TOKEN_URL=$base/github/login/oauth/access_token
+OAUTH_GITHUB_USER_URL=$base/github/user
+OAUTH_GITHUB_EMAILS_URL=$base/github/user/emails
+OAUTH_YANDEX_AUTHORIZE_URL=$base/yandex/authorize
+OAUTH_YANDEX_TOKEN_URL=$base/yandex/token
+OAUTH_YANDEX_USERINFO_URL=$base/yandex/info
+EOF
+    fi
     local var
     for var in $(compgen -v SWIFTCHAT_CONF_ || true); do
       printf '%s=%s\n' "${var#SWIFTCHAT_CONF_}" "${!var}" >>"$tmp"
@@ -495,6 +520,7 @@ write_stack_env() {
         "RABBITMQ_NODENAME=$RABBITMQ_NODENAME" "MONGO_URL=$MONGO_URL" "MONGO_DB=$MONGO_DB"
         "SMTP_PORT=${PORT[SMTP_PORT]}" "RELAY_PORTS=$RELAY_PORTS" "FCGI_SOCKETS=$FCGI_SOCKETS"
         "FCGI_PROCESSES=$FCGI_PROCESSES" "WS_RELAYS=$WS_RELAYS" "JWT_SECRET=$JWT_SECRET")
+      ((OAUTH_STANDIN)) && kv+=("OAUTH_STANDIN_URL=http://127.0.0.1:${PORT[OAUTH_PORT]}")
       for key in "${kv[@]}"; do
         printf '%s=%s\n' "${key%%=*}" "$(shell_quote_value "${key#*=}")"
       done
@@ -514,6 +540,7 @@ service_names() {
   local names=(postgres redis rabbitmq epmd) i
   [[ -z $EXTERNAL_MONGO_URL ]] && names+=(mongo)
   names+=(smtp)
+  ((OAUTH_STANDIN)) && names+=(oauth)
   for ((i = 1; i <= FCGI_PROCESSES; i++)); do names+=("fcgi-$i"); done
   for ((i = 1; i <= WS_RELAYS; i++)); do names+=("relay-$i"); done
   names+=(worker nginx)
@@ -692,6 +719,17 @@ start_smtp() {
   running smtp && return 0
   spawn smtp "$LOG_DIR/smtp.log" "$VENV/bin/python" "$REPO_ROOT/scripts/smtp_sink.py" \
     --host 127.0.0.1 --port "${PORT[SMTP_PORT]}" --maildir "$MAIL_DIR"
+}
+start_oauth() {
+  ((OAUTH_STANDIN)) || return 0
+  running oauth && return 0
+  spawn oauth "$LOG_DIR/oauth.log" "$VENV/bin/python" "$REPO_ROOT/scripts/oauth_standin.py" \
+    --host 127.0.0.1 --port "${PORT[OAUTH_PORT]}"
+}
+wait_oauth() {
+  ((OAUTH_STANDIN)) || return 0
+  wait_for 15 tcp_open "${PORT[OAUTH_PORT]}" ||
+    { show_log "$LOG_DIR/oauth.log"; die "the OAuth stand-in did not listen"; }
 }
 wait_smtp() {
   wait_for 15 tcp_open "${PORT[SMTP_PORT]}" ||
@@ -936,10 +974,12 @@ cmd_start() {
   start_redis
   start_mongo
   start_smtp
+  start_oauth
   start_postgres
   wait_redis
   wait_mongo
   wait_smtp
+  wait_oauth
   wait_rabbitmq
   check_alive redis "$LOG_DIR/redis.log"
   [[ -n $EXTERNAL_MONGO_URL ]] || check_alive mongo "$LOG_DIR/mongo.log"
@@ -969,7 +1009,7 @@ stop_order() {
   for f in "$PID_DIR"/*.pid; do
     [[ -e $f ]] && names+=("$(basename "$f" .pid)")
   done
-  for name in nginx relay- fcgi- worker smtp mongo rabbitmq epmd redis postgres; do
+  for name in nginx relay- fcgi- worker oauth smtp mongo rabbitmq epmd redis postgres; do
     printf '%s\n' "${names[@]}" | grep -E "^${name}([0-9]+)?\$" | sort -t- -k2n || true
   done
 }
@@ -1003,8 +1043,8 @@ cmd_service() {
   make_dirs
   lock_stack
   case $name in
-    postgres | redis | rabbitmq | mongo | smtp | worker | nginx | relay-[1-9]* | fcgi-[1-9]*) ;;
-    *) die "unknown service '$name' (postgres redis rabbitmq mongo smtp worker relay-N fcgi-N nginx)" ;;
+    postgres | redis | rabbitmq | mongo | smtp | oauth | worker | nginx | relay-[1-9]* | fcgi-[1-9]*) ;;
+    *) die "unknown service '$name' (postgres redis rabbitmq mongo smtp oauth worker relay-N fcgi-N nginx)" ;;
   esac
   settle "$([[ $action == start-service ]] && echo strict || echo load)" "$name"
   ensure_secrets
@@ -1038,6 +1078,7 @@ cmd_service() {
           rabbitmq) start_rabbitmq; wait_rabbitmq ;;
           mongo) start_mongo; wait_mongo ;;
           smtp) start_smtp; wait_smtp ;;
+          oauth) start_oauth; wait_oauth ;;
           fcgi-*) write_config; start_fcgi "${name#fcgi-}"; wait_fcgi "$name" ;;
           relay-*) write_config; start_relay "${name#relay-}"; wait_relay "$name" ;;
           worker) write_config; start_worker; wait_worker ;;
@@ -1067,6 +1108,7 @@ cmd_status() {
       epmd) where="127.0.0.1:${PORT[EPMD_PORT]}" ;;
       mongo) where="127.0.0.1:${PORT[MONGO_PORT]} (SecantusDB)" ;;
       smtp) where="127.0.0.1:${PORT[SMTP_PORT]} -> $MAIL_DIR" ;;
+      oauth) where="http://127.0.0.1:${PORT[OAUTH_PORT]} (stand-in providers)" ;;
       fcgi-*) where="$SOCK_DIR/$name.sock" ;;
       relay-*) where="127.0.0.1:${PORT[RELAY_PORT_${name#relay-}]}" ;;
       worker) where="-" ;;

@@ -24,15 +24,15 @@ do {
     let socketPath = config.string("FCGI_SOCKET", default: "/run/swiftchat/fcgi.sock")
     let socketMode = mode_t(config.string("FCGI_SOCKET_MODE", default: "666"), radix: 8) ?? 0o666
     let migrationsDir = config.string("MIGRATIONS_DIR", default: "/usr/share/swiftchat/migrations")
-    let sessionTTL = try config.int("SESSION_TTL_SECONDS", default: 30 * 24 * 3600)
-    let emailQueue = Topology.emailQueue(retryDelaysMs: try config.intList("WORKER_RETRY_DELAYS_MS", default: [5000, 30000, 120000]))
     let mongo = try MongoPool(url: settings.mongoURL, database: settings.mongoDatabase, maxPoolSize: threads)
 
+    let accounts = try AccountSettings(config, publicURL: settings.publicURL)
     let services = try (0..<threads).map { _ in
-        try ThreadServices(settings: settings, mongo: mongo, emailQueue: emailQueue, sessionTTL: sessionTTL)
+        try ThreadServices(settings: settings, mongo: mongo, emailQueue: accounts.emailQueue, sessionTTL: accounts.sessionTTL)
     }
     var router = Router()
     SystemRoutes.register(&router)
+    AccountRoutes(settings: accounts).register(&router)
     let app = APIApplication(router: router, services: services)
 
     let prepare = Thread {

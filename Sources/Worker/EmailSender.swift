@@ -13,9 +13,12 @@ struct EmailSender {
         guard recipient.contains("@"), !recipient.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "<" || $0 == ">" }) else {
             return .fail("invalid recipient")
         }
+        guard let rendered = EmailTemplates.render(task, publicURL: settings.publicURL) else {
+            return .fail("malformed email task")
+        }
         let host = URLComponents(string: settings.publicURL)?.host ?? "localhost"
-        let message = MailMessage(from: settings.smtpFrom, to: task.to, subject: task.subject, text: task.text,
-                                  html: task.html, messageID: "\(task.id)@\(host)")
+        let message = MailMessage(from: settings.smtpFrom, to: task.to, subject: rendered.subject, text: rendered.text,
+                                  html: rendered.html, messageID: "\(task.id)@\(host)")
         do {
             try Curl.sendMail(url: settings.smtpURL, from: MailMessage.address(settings.smtpFrom), to: [recipient],
                               message: message.rfc5322(), user: settings.smtpUser, password: settings.smtpPassword)

@@ -108,3 +108,55 @@ import Testing
         #expect(down.headers.contains { $0.0 == "Retry-After" })
     }
 }
+
+@Suite struct AccountRulesTests {
+    @Test func emails() throws {
+        #expect(try Validate.email("  Alice@Example.org ") == "Alice@Example.org")
+        for bad in ["", "no-at", "a@b", "@b.org", "a@.org", "a@b..org", "a b@c.org", "a@b.org\u{0}", "<a@b.org>",
+                    String(repeating: "a", count: 65) + "@b.org", "a@" + String(repeating: "b", count: 250) + ".org"] {
+            #expect(throws: APIError.self) { try Validate.email(bad) }
+        }
+    }
+
+    @Test func passwordsAndNames() throws {
+        #expect(throws: APIError.badRequest("weak_password", "The password needs 8 to 256 characters.")) { try Validate.password("1234567") }
+        try Validate.password("12345678")
+        try Validate.password(String(repeating: "é", count: 256))
+        #expect(throws: APIError.self) { try Validate.password(String(repeating: "x", count: 257)) }
+        #expect(try Validate.displayName("  Ann  ") == "Ann")
+        #expect(throws: APIError.self) { try Validate.displayName("   ") }
+        #expect(throws: APIError.self) { try Validate.displayName(String(repeating: "x", count: 65)) }
+        #expect(try Validate.displayName(String(repeating: "ж", count: 64)).count == 64)
+    }
+
+    @Test func pkceChallengeIsS256OfTheVerifier() {
+        // RFC 7636 appendix B.
+        #expect(OAuthProvider.codeChallenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+    }
+
+    @Test func providersComeFromConfigWithRedirectURIsFromThePublicURL() throws {
+        let config = Config(values: ["OAUTH_GITHUB_CLIENT_ID": "id", "OAUTH_GITHUB_CLIENT_SECRET": "s",
+                                     "OAUTH_GOOGLE_CLIENT_ID": "only-id"])
+        let ps = try OAuthProvider.configured(config, publicURL: "https://chat.example.org")
+        #expect(ps.map(\.name) == ["github"])
+        let gh = ps[0]
+        #expect(gh.redirectURI == "https://chat.example.org/auth/github/callback")
+        #expect(gh.tokenURL == "https://github.com/login/oauth/access_token")
+        let url = URLComponents(string: gh.authorizationURL(state: "st", codeChallenge: "ch"))!
+        let q = Dictionary(uniqueKeysWithValues: url.queryItems!.map { ($0.name, $0.value ?? "") })
+        #expect(url.host == "github.com")
+        #expect(q["client_id"] == "id" && q["state"] == "st" && q["code_challenge"] == "ch" && q["code_challenge_method"] == "S256")
+        #expect(q["redirect_uri"] == "https://chat.example.org/auth/github/callback" && q["response_type"] == "code")
+    }
+
+    @Test func emailTemplatesBuildLinksFromThePublicURLAndEscapeNames() throws {
+        let task = EmailTask(id: "t", kind: "verify_email", to: "a@b.org", display_name: "<b>Eve</b>", token: "abc_-1")
+        let r = try #require(EmailTemplates.render(task, publicURL: "https://chat.example.org"))
+        #expect(r.text.contains("https://chat.example.org/verify-email?token=abc_-1"))
+        #expect(r.html!.contains("&lt;b&gt;Eve&lt;/b&gt;") && !r.html!.contains("<b>Eve"))
+        let reset = try #require(EmailTemplates.render(EmailTask(id: "t", kind: "password_reset", to: "a@b.org", token: "x"), publicURL: "https://c.org"))
+        #expect(reset.text.contains("https://c.org/reset-password?token=x"))
+        #expect(EmailTemplates.render(EmailTask(id: "t", kind: "verify_email", to: "a@b.org"), publicURL: "https://c.org") == nil)
+        #expect(EmailTemplates.render(EmailTask(id: "t", kind: "nope", to: "a@b.org"), publicURL: "https://c.org") == nil)
+    }
+}

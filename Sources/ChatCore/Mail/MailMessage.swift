@@ -90,20 +90,75 @@ public struct MailMessage: Sendable, Equatable {
     }
 }
 
-/// A task on the `tasks.email` queue: a ready message to send. (Later task types render
-/// their message from a template before reaching this shape.)
+/// A task on the `tasks.email` queue. `kind` says how the Worker renders it:
+/// "verify_email" and "password_reset" from a template (links built from the configured
+/// public URL, never from a request's Host header), "message" as given.
 public struct EmailTask: Codable, Sendable, Equatable {
     public var id: String
+    public var kind: String?
     public var to: String
-    public var subject: String
-    public var text: String
+    public var display_name: String?
+    public var token: String?
+    public var subject: String?
+    public var text: String?
     public var html: String?
 
-    public init(id: String, to: String, subject: String, text: String, html: String? = nil) {
+    public init(id: String, kind: String? = nil, to: String, display_name: String? = nil, token: String? = nil,
+                subject: String? = nil, text: String? = nil, html: String? = nil) {
         self.id = id
+        self.kind = kind
         self.to = to
+        self.display_name = display_name
+        self.token = token
         self.subject = subject
         self.text = text
         self.html = html
+    }
+}
+
+/// The emails the product sends, as plain text and HTML.
+public enum EmailTemplates {
+    public struct Rendered: Equatable {
+        public let subject: String
+        public let text: String
+        public let html: String?
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+            .replacingOccurrences(of: "'", with: "&#39;")
+    }
+
+    static func link(_ publicURL: String, _ path: String, _ token: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-_")
+        return publicURL + path + "?token=" + (token.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
+    }
+
+    /// nil when the task is malformed for its kind.
+    public static func render(_ task: EmailTask, publicURL: String) -> Rendered? {
+        let name = task.display_name.map { $0.isEmpty ? "there" : $0 } ?? "there"
+        switch task.kind ?? "message" {
+        case "message":
+            guard let subject = task.subject, let text = task.text else { return nil }
+            return Rendered(subject: subject, text: text, html: task.html)
+        case "verify_email":
+            guard let token = task.token, !token.isEmpty else { return nil }
+            let url = link(publicURL, "/verify-email", token)
+            return Rendered(
+                subject: "Verify your email address",
+                text: "Hello \(name),\n\nPlease confirm your email address to finish creating your swiftchat account:\n\n\(url)\n\nThe link works once and expires in 24 hours. If you did not sign up, ignore this email.\n",
+                html: "<p>Hello \(escape(name)),</p><p>Please confirm your email address to finish creating your swiftchat account:</p><p><a href=\"\(escape(url))\">\(escape(url))</a></p><p>The link works once and expires in 24 hours. If you did not sign up, ignore this email.</p>")
+        case "password_reset":
+            guard let token = task.token, !token.isEmpty else { return nil }
+            let url = link(publicURL, "/reset-password", token)
+            return Rendered(
+                subject: "Reset your swiftchat password",
+                text: "Hello \(name),\n\nSomeone (hopefully you) asked to reset the password of your swiftchat account. Choose a new one here:\n\n\(url)\n\nThe link works once and expires in 1 hour. If you did not ask for it, ignore this email: your password stays as it is.\n",
+                html: "<p>Hello \(escape(name)),</p><p>Someone (hopefully you) asked to reset the password of your swiftchat account. Choose a new one here:</p><p><a href=\"\(escape(url))\">\(escape(url))</a></p><p>The link works once and expires in 1 hour. If you did not ask for it, ignore this email: your password stays as it is.</p>")
+        default:
+            return nil
+        }
     }
 }
