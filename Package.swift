@@ -51,6 +51,8 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "Worker", dependencies: ["ChatCore"]),
+        // Micro-benchmarks of our own code paths (bench/ runs it), e.g. argon2id hashes/s.
+        .executableTarget(name: "Bench", dependencies: ["ChatCore"]),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore", "ChatAPI"]),
     ],
     swiftLanguageModes: [.v6]

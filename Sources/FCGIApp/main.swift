@@ -7,6 +7,7 @@ import ChatCore
 import ChatAPI
 
 ShutdownSignal.block()
+PasswordHasher.returnMemoryAfterEachHash()
 let logger: Logger
 let config: Config
 do {

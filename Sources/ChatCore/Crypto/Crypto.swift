@@ -57,6 +57,11 @@ public enum Crypto {
     }
 }
 
+/// Bounds how many argon2id computations run at once in a process. Each takes m KiB
+/// (19 MiB by default) and a core: with 16 pool threads hashing at once, memory would
+/// spike by 300 MiB and every login would wait on every other. Default: one per core.
+private let hashGate = DispatchSemaphore(value: max(1, ProcessInfo.processInfo.activeProcessorCount))
+
 /// argon2id password hashing. The encoded string carries its own parameters and salt,
 /// so raising the parameters later is detected by `needsRehash`.
 public struct PasswordHasher: Sendable {
@@ -73,11 +78,19 @@ public struct PasswordHasher: Sendable {
         self.parallelism = parallelism
     }
 
+    /// Call once at process start (before threads): each hash's memory goes back to the
+    /// system instead of staying in glibc's per-thread arenas (16 threads x 19 MiB).
+    public static func returnMemoryAfterEachHash() {
+        swiftchat_fix_mmap_threshold(1 << 20)
+    }
+
     public func hash(_ password: String) throws -> String {
         let salt = Crypto.randomBytes(16)
         let pwd = Array(password.utf8)
         let encodedLen = argon2_encodedlen(timeCost, memoryKiB, parallelism, 16, 32, Argon2_id)
         var encoded = [CChar](repeating: 0, count: encodedLen)
+        hashGate.wait()
+        defer { hashGate.signal() }
         let rc = argon2id_hash_encoded(timeCost, memoryKiB, parallelism, pwd, pwd.count, salt, salt.count, 32, &encoded, encodedLen)
         guard rc == ARGON2_OK.rawValue else {
             throw Crypto.Failure(description: "argon2id: " + String(cString: argon2_error_message(rc)))
@@ -88,6 +101,8 @@ public struct PasswordHasher: Sendable {
     /// False for a wrong password and for a malformed encoded string alike.
     public func verify(_ password: String, encoded: String) -> Bool {
         let pwd = Array(password.utf8)
+        hashGate.wait()
+        defer { hashGate.signal() }
         return argon2id_verify(encoded, pwd, pwd.count) == ARGON2_OK.rawValue
     }
 
