@@ -442,6 +442,15 @@ ensure_tls() {
   mv "$TLS_DIR/cert.pem.tmp" "$TLS_DIR/cert.pem"
 }
 
+# The value of a tunable config key: the environment's, else the one this stack's config
+# already has (so a later start-service keeps what the first start was given), else $2.
+conf_value() {
+  local key=$1 fallback=$2 kept
+  if [[ -n ${!key-} ]]; then printf '%s' "${!key}"; return; fi
+  kept=$(sed -n "s/^$key=//p" "$CONFIG_FILE" 2>/dev/null | tail -1)
+  printf '%s' "${kept:-$fallback}"
+}
+
 write_config() {
   local retry=500,1000,2000
   ((IS_DEV)) && retry=5000,30000,120000
@@ -466,9 +475,9 @@ FCGI_THREADS=${FCGI_THREADS:-16}
 WS_HOST=127.0.0.1
 MIGRATIONS_DIR=$REPO_ROOT/migrations
 LOG_LEVEL=${LOG_LEVEL:-info}
-WORKER_RETRY_DELAYS_MS=${WORKER_RETRY_DELAYS_MS:-$retry}
-RATE_LIMIT_LOGIN_PER_EMAIL=${RATE_LIMIT_LOGIN_PER_EMAIL:-10}
-RATE_LIMIT_WINDOW_SECONDS=${RATE_LIMIT_WINDOW_SECONDS:-900}
+WORKER_RETRY_DELAYS_MS=$(conf_value WORKER_RETRY_DELAYS_MS "$retry")
+RATE_LIMIT_LOGIN_PER_EMAIL=$(conf_value RATE_LIMIT_LOGIN_PER_EMAIL "10")
+RATE_LIMIT_WINDOW_SECONDS=$(conf_value RATE_LIMIT_WINDOW_SECONDS "900")
 EOF
     if ((OAUTH_STANDIN)); then
       # Test stacks only: the three providers point at scripts/oauth_standin.py.

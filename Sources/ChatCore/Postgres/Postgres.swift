@@ -99,6 +99,8 @@ public final class PostgresConnection: @unchecked Sendable {
     private var conn: OpaquePointer?
     private let conninfo: String
     private let statementTimeoutMs: Int
+    /// Inside BEGIN...COMMIT a lost connection must fail the transaction, never retry a statement.
+    private var inTransaction = false
 
     public init(conninfo: String, statementTimeoutMs: Int = 10_000) {
         self.conninfo = PostgresConnection.withTimeouts(conninfo)
@@ -145,9 +147,16 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Runs one parameterized statement. `$1, $2...` in `sql` take `params` in order.
+    /// Outside a transaction, a connection that went stale while idle (the server
+    /// restarted) is re-opened once and the statement sent again.
     @discardableResult
     public func query(_ sql: String, _ params: [(any PostgresBindable)?] = []) throws -> PostgresRows {
-        try run(try connection(), sql, params)
+        let reused = conn != nil && !inTransaction
+        do {
+            return try run(try connection(), sql, params)
+        } catch is DependencyError where reused {
+            return try run(try connection(), sql, params)
+        }
     }
 
     /// Raw SQL without parameters, possibly several statements: only for migrations and
@@ -162,6 +171,8 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN ... COMMIT around `body`; ROLLBACK when it throws.
     public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         try query("BEGIN")
+        inTransaction = true
+        defer { inTransaction = false }
         do {
             let value = try body(self)
             try query("COMMIT")

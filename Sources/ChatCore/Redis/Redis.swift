@@ -128,8 +128,19 @@ public final class RedisConnection: @unchecked Sendable {
         return reply
     }
 
-    /// Sends several commands in one write and reads all replies (one round trip).
+    /// Sends several commands in one write and reads all replies (one round trip). A
+    /// connection that went stale while idle (Redis restarted) is re-opened once and the
+    /// commands sent again; a failure on a fresh connection is thrown.
     public func pipeline(_ commands: [[any RedisArgument]]) throws -> [RedisReply] {
+        let reused = context != nil
+        do {
+            return try pipelineOnce(commands)
+        } catch is DependencyError where reused {
+            return try pipelineOnce(commands)
+        }
+    }
+
+    private func pipelineOnce(_ commands: [[any RedisArgument]]) throws -> [RedisReply] {
         let c = try connection()
         for args in commands {
             let bytes = args.map(\.redisBytes)
