@@ -116,3 +116,17 @@ static inline int swiftchat_amqp_basic_get(amqp_connection_state_t state, amqp_c
     *delivery_tag = ((amqp_basic_get_ok_t *)r.reply.decoded)->delivery_tag;
     return 1;
 }
+
+// Reads a string (longstr/bytes) header; returns its length and points *out at its bytes,
+// or -1 when absent. The bytes belong to the message and live as long as it does.
+static inline long swiftchat_amqp_table_get_string(const amqp_table_t *table, const char *key, const void **out) {
+    size_t keylen = strlen(key);
+    for (int i = 0; i < table->num_entries; i++) {
+        const amqp_table_entry_t *e = &table->entries[i];
+        if (e->key.len != keylen || memcmp(e->key.bytes, key, keylen) != 0) continue;
+        if (e->value.kind != AMQP_FIELD_KIND_UTF8 && e->value.kind != AMQP_FIELD_KIND_BYTES) return -1;
+        *out = e->value.value.bytes.bytes;
+        return (long)e->value.value.bytes.len;
+    }
+    return -1;
+}

@@ -23,6 +23,7 @@ public enum Startup {
             if !indexed {
                 do {
                     let mode = try MessageIndexes.ensure(mongo)
+                    SearchModeSetting.current = mode
                     logger.info("mongodb indexes ready", metadata: ["search": "\(mode.rawValue)"])
                     indexed = true
                 } catch {

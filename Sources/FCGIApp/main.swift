@@ -34,6 +34,9 @@ do {
     var router = Router()
     SystemRoutes.register(&router)
     AccountRoutes(settings: accounts).register(&router)
+    RoomRoutes().register(&router)
+    MessageRoutes(sendLimit: .init(name: "send", limit: try config.int("RATE_LIMIT_SENDS_PER_USER", default: 200),
+                                   windowSeconds: try config.int("RATE_LIMIT_SENDS_WINDOW_SECONDS", default: 10))).register(&router)
     let app = APIApplication(router: router, services: services)
 
     let prepare = Thread {

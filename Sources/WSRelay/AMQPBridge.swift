@@ -36,6 +36,16 @@ final class AMQPBridge: @unchecked Sendable {
         }
     }
 
+    /// Publishes an event the relay originates (typing, presence), with a confirm.
+    func publish(key: String, event: String, user: String, body: [UInt8]) {
+        controlQueue.async { [self] in
+            _ = self.withControl { c in
+                try c.publish(exchange: Topology.eventsExchange, routingKey: key, body: body, mandatory: false, persistent: false,
+                              headers: ["x-event": .string(event), "x-user": .string(user)])
+            }
+        }
+    }
+
     func unbind(_ keys: [String]) {
         controlQueue.async { [self] in
             _ = self.withControl { c in for k in keys { try c.unbind(queue: self.queueName, exchange: Topology.eventsExchange, routingKey: k) } }
@@ -50,7 +60,7 @@ final class AMQPBridge: @unchecked Sendable {
             if attempt >= 2 { Thread.sleep(forTimeInterval: 0.25 * Double(1 << (attempt - 2))) }
             do {
                 if control == nil {
-                    let c = try AMQPConnection(url: url, confirms: false, heartbeatSeconds: 0)
+                    let c = try AMQPConnection(url: url, confirms: true, heartbeatSeconds: 0)
                     c.onConnect = { [queueName] c in
                         try Topology.declareEvents(on: c)
                         try c.declareQueue(queueName, durable: false, arguments: AMQPBridge.queueArguments)
@@ -104,7 +114,7 @@ final class AMQPBridge: @unchecked Sendable {
                     backoff = 0.5
                 }
                 if let d = try consumer!.nextDelivery(timeoutMs: 1000) {
-                    hub?.deliver(routingKey: d.routingKey, body: d.body)
+                    hub?.deliver(routingKey: d.routingKey, body: d.body, event: d.stringHeaders["x-event"], user: d.stringHeaders["x-user"])
                 }
             } catch {
                 consumer?.close()

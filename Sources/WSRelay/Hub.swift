@@ -7,10 +7,12 @@ import ChatCore
 /// the handler hops onto the socket's event loop.
 final class RelayClient: Sendable, Hashable {
     let channel: Channel
+    let userID: String
     private let handler: NIOLoopBound<WebSocketHandler>
 
-    init(channel: Channel, handler: WebSocketHandler) {
+    init(channel: Channel, userID: String, handler: WebSocketHandler) {
         self.channel = channel
+        self.userID = userID
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
     }
 
@@ -29,33 +31,80 @@ final class RelayClient: Sendable, Hashable {
 }
 
 /// The relay's routing table: routing key -> sockets, with broker bind/unbind on the
-/// first/last socket of a key. Events are serialized once (the broker's body is the frame)
-/// and the same buffer is written to every socket.
+/// first/last socket of a key, and user -> sockets for membership changes, typing and
+/// presence. Events are serialized once (the broker's body is the frame) and the same
+/// buffer is written to every socket.
 final class Hub: Sendable {
-    private let state = NIOLockedValueBox(SubscriptionRegistry<RelayClient>())
+    struct State {
+        var registry = SubscriptionRegistry<RelayClient>()
+        var byUser: [String: Set<RelayClient>] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
     let bridge: AMQPBridge
 
     init(bridge: AMQPBridge) { self.bridge = bridge }
 
-    /// Registers the client for `keys`; `done(ok)` runs once the broker bindings exist.
-    func subscribe(_ client: RelayClient, keys: [String], done: @escaping @Sendable (Bool) -> Void) {
+    /// Registers the client for `keys`; `done(ok, firstOfUser)` runs once the broker
+    /// bindings exist.
+    func subscribe(_ client: RelayClient, keys: [String], done: @escaping @Sendable (Bool, Bool) -> Void) {
         // Computed and enqueued under the lock so binds and unbinds of one key reach the
         // broker in the order of the registry's transitions.
-        state.withLockedValue { registry in
-            let newKeys = registry.add(client, keys: keys)
-            bridge.bind(newKeys, done: done)
+        state.withLockedValue { s in
+            let first = s.byUser[client.userID, default: []].isEmpty
+            s.byUser[client.userID, default: []].insert(client)
+            let newKeys = s.registry.add(client, keys: keys)
+            bridge.bind(newKeys) { ok in done(ok, first) }
         }
     }
 
-    func unsubscribe(_ client: RelayClient) {
-        state.withLockedValue { registry in
-            let gone = registry.removeAll(client)
+    /// Removes the client; returns whether it was the user's last socket here and the
+    /// room keys it had (for the offline presence event).
+    @discardableResult
+    func unsubscribe(_ client: RelayClient) -> (last: Bool, rooms: [String]) {
+        state.withLockedValue { s in
+            let rooms = Array(s.registry.keys(of: client).filter { $0.hasPrefix("room.") })
+            let gone = s.registry.removeAll(client)
             if !gone.isEmpty { bridge.unbind(gone) }
+            s.byUser[client.userID]?.remove(client)
+            let last = s.byUser[client.userID]?.isEmpty ?? true
+            if last { s.byUser[client.userID] = nil }
+            return (last, rooms)
         }
     }
 
-    func deliver(routingKey: String, body: [UInt8]) {
-        let targets = state.withLockedValue { $0.clients(for: routingKey) }
+    func isSubscribed(_ client: RelayClient, to key: String) -> Bool {
+        state.withLockedValue { $0.registry.keys(of: client).contains(key) }
+    }
+
+    func roomKeys(of client: RelayClient) -> [String] {
+        state.withLockedValue { Array($0.registry.keys(of: client).filter { $0.hasPrefix("room.") }) }
+    }
+
+    /// One event from the broker. Membership events change the user's subscriptions in the
+    /// same critical section that picks the targets, so the room's next event (behind this
+    /// one in the queue) already sees the change.
+    func deliver(routingKey: String, body: [UInt8], event: String?, user: String?) {
+        let targets: [RelayClient] = state.withLockedValue { s in
+            if event == "member.joined", let user, routingKey.hasPrefix("room."), let clients = s.byUser[user] {
+                for c in clients {
+                    let newKeys = s.registry.add(c, keys: [routingKey])
+                    if !newKeys.isEmpty { bridge.bind(newKeys) { _ in } }
+                }
+            }
+            var targets = s.registry.clients(for: routingKey)
+            if event == "typing" || event == "presence", let user {
+                // Not echoed to the sender's own sockets.
+                targets = targets.filter { $0.userID != user }
+            }
+            if event == "member.left", let user, routingKey.hasPrefix("room."), let clients = s.byUser[user] {
+                for c in clients {
+                    let gone = s.registry.remove(c, keys: [routingKey])
+                    if !gone.isEmpty { bridge.unbind(gone) }
+                }
+            }
+            return Array(targets)
+        }
         guard !targets.isEmpty else { return }
         let buffer = ByteBuffer(bytes: body)
         // A session's own key carries its revocation: the event is the last frame, then 4401.
@@ -63,13 +112,10 @@ final class Hub: Sendable {
         for client in targets { client.deliver(buffer, closeAfter: closeAfter) }
     }
 
-    var allKeys: [String] { state.withLockedValue { $0.allKeys } }
-    var clientCount: Int { state.withLockedValue { $0.clientCount } }
+    var allKeys: [String] { state.withLockedValue { $0.registry.allKeys } }
+    var clientCount: Int { state.withLockedValue { $0.registry.clientCount } }
+    var userIDs: [String] { state.withLockedValue { Array($0.byUser.keys) } }
     var allClients: [RelayClient] {
-        state.withLockedValue { registry in
-            var all = Set<RelayClient>()
-            for key in registry.allKeys { all.formUnion(registry.clients(for: key)) }
-            return Array(all)
-        }
+        state.withLockedValue { s in s.byUser.values.reduce(into: Set<RelayClient>()) { $0.formUnion($1) }.map { $0 } }
     }
 }

@@ -7,8 +7,10 @@ import ChatCore
 
 /// What every socket handler shares.
 struct RelayContext: Sendable {
+    let relayID: String
     let jwt: JWTSigner
     let sessions: ObjectPool<RedisConnection>
+    let db: ObjectPool<PostgresConnection>
     let sessionTTL: Int
     let blocking: NIOThreadPool
     let hub: Hub
@@ -73,8 +75,9 @@ final class WebSocketHandler: ChannelInboundHandler {
         pinger?.cancel()
         pinger = nil
         if let client {
-            ctx.hub.unsubscribe(client)
+            let (last, rooms) = ctx.hub.unsubscribe(client)
             self.client = nil
+            if last { userLeftRelay(client.userID, rooms: rooms) }
         }
         state = .closing
     }
@@ -172,13 +175,20 @@ final class WebSocketHandler: ChannelInboundHandler {
             switch parsed {
             case .ping: sendJSON(#"{"type":"pong"}"#)
             case .auth: sendError("already_authenticated", "This socket is already authenticated.")
-            case .typing: sendError("not_a_member", "Typing is not available for this room.")
+            case .typing(let roomID):
+                guard let client, ctx.hub.isSubscribed(client, to: "room." + roomID) else {
+                    return sendError("not_a_member", "You are not a member of this room.")
+                }
+                let event = "{\"type\":\"typing\",\"room_id\":\(JSON.quote(roomID)),\"user_id\":\(JSON.quote(client.userID))}"
+                ctx.hub.bridge.publish(key: "room." + roomID, event: "typing", user: client.userID, body: Array(event.utf8))
             case .invalid(let code, let message): sendError(code, message)
             }
         case .closing:
             break
         }
     }
+
+    struct RoomState: Sendable { let roomID: String; let lastSeq: Int64 }
 
     private func authenticate(_ token: String) {
         guard let claims = try? ctx.jwt.verify(token) else {
@@ -187,16 +197,30 @@ final class WebSocketHandler: ChannelInboundHandler {
         state = .authenticating
         guard let channel else { return }
         let me = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        let sessions = ctx.sessions
-        // hiredis blocks: run the session lookup on the blocking pool, never on the loop.
-        ctx.blocking.runIfActive(eventLoop: channel.eventLoop) { () throws -> String? in
-            try sessions.with { try SessionStore(redis: $0, ttlSeconds: 0).userID(of: claims.sid) }
+        let (sessions, db, queue) = (ctx.sessions, ctx.db, ctx.hub.bridge.queueName)
+        // hiredis and libpq block: run the lookups on the blocking pool, never on the loop.
+        ctx.blocking.runIfActive(eventLoop: channel.eventLoop) { () throws -> [RoomState]? in
+            let owner = try sessions.with { redis -> String? in
+                let owner = try SessionStore(redis: redis, ttlSeconds: 0).userID(of: claims.sid)
+                if owner == claims.sub {
+                    // Lets the API bind this relay's queue to rooms the user joins later.
+                    try redis.pipeline([["SADD", "relay_queues:" + claims.sub, queue], ["EXPIRE", "relay_queues:" + claims.sub, 7 * 86400]])
+                }
+                return owner
+            }
+            guard owner == claims.sub else { return nil }
+            return try db.with { db in
+                try db.query("""
+                    SELECT m.room_id::text AS room_id, r.last_seq FROM room_members m JOIN rooms r ON r.id = m.room_id
+                    WHERE m.user_id = $1 ORDER BY r.created_at
+                    """, [claims.sub]).map { RoomState(roomID: try $0.string("room_id"), lastSeq: try $0.int("last_seq")) }
+            }
         }.whenComplete { result in
             let handler = me.value
             switch result {
-            case .success(let owner) where owner == claims.sub:
-                handler.subscribe(userID: claims.sub, sessionID: claims.sid)
-            case .success:
+            case .success(let rooms?):
+                handler.subscribe(userID: claims.sub, sessionID: claims.sid, rooms: rooms)
+            case .success(nil):
                 handler.closeWith(code: RelayCloseCode.unauthorized, reason: "session revoked or expired")
             case .failure:
                 handler.closeWith(code: RelayCloseCode.tryAgainLater, reason: "sessions unavailable")
@@ -204,21 +228,48 @@ final class WebSocketHandler: ChannelInboundHandler {
         }
     }
 
-    private func subscribe(userID: String, sessionID: String) {
+    private func subscribe(userID: String, sessionID: String, rooms: [RoomState]) {
         guard case .authenticating = state, let channel else { return }
-        let client = RelayClient(channel: channel, handler: self)
+        let client = RelayClient(channel: channel, userID: userID, handler: self)
         self.client = client
         let me = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        let keys = ["user." + userID, "session." + sessionID]
-        ctx.hub.subscribe(client, keys: keys) { ok in
+        let keys = ["user." + userID, "session." + sessionID] + rooms.map { "room." + $0.roomID }
+        let roomsJSON = rooms.map { "{\"room_id\":\(JSON.quote($0.roomID)),\"last_seq\":\($0.lastSeq)}" }.joined(separator: ",")
+        let ctx = self.ctx
+        ctx.hub.subscribe(client, keys: keys) { ok, firstOfUser in
             channel.eventLoop.execute {
                 let handler = me.value
                 guard case .authenticating = handler.state else { return }
                 guard ok else { return handler.closeWith(code: RelayCloseCode.tryAgainLater, reason: "broker unavailable") }
                 handler.state = .ready(userID: userID)
-                handler.sendJSON("{\"type\":\"ready\",\"user_id\":\(JSON.quote(userID)),\"rooms\":[]}")
+                handler.sendJSON("{\"type\":\"ready\",\"user_id\":\(JSON.quote(userID)),\"rooms\":[\(roomsJSON)]}")
                 for event in handler.pending { handler.send(WebSocketFrame(fin: true, opcode: .text, data: event)) }
                 handler.pending.removeAll()
+            }
+            if firstOfUser {
+                let roomKeys = rooms.map { "room." + $0.roomID }
+                ctx.blocking.submit { _ in
+                    guard (try? ctx.sessions.with { try Presence.claim($0, user: userID, relay: ctx.relayID) }) == true else { return }
+                    for key in roomKeys {
+                        ctx.hub.bridge.publish(key: key, event: "presence", user: userID, body: Presence.event(user: userID, status: "online"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The user's last socket on this relay closed: drop the relay's claims.
+    private func userLeftRelay(_ userID: String, rooms: [String]) {
+        let ctx = self.ctx
+        let queue = ctx.hub.bridge.queueName
+        ctx.blocking.submit { _ in
+            let offline = (try? ctx.sessions.with { redis -> Bool in
+                try redis.command("SREM", "relay_queues:" + userID, queue)
+                return try Presence.release(redis, user: userID, relay: ctx.relayID)
+            }) ?? false
+            guard offline else { return }
+            for key in rooms {
+                ctx.hub.bridge.publish(key: key, event: "presence", user: userID, body: Presence.event(user: userID, status: "offline"))
             }
         }
     }

@@ -36,8 +36,10 @@ do {
     bridge.start()
 
     let relayContext = RelayContext(
+        relayID: relayID,
         jwt: JWTSigner(secret: settings.jwtSecret),
         sessions: ObjectPool { RedisConnection(settings: settings) },
+        db: ObjectPool { PostgresConnection(conninfo: settings.pgConninfo) },
         sessionTTL: try config.int("SESSION_TTL_SECONDS", default: 30 * 24 * 3600),
         blocking: blocking,
         hub: hub,
@@ -80,6 +82,14 @@ do {
                 try channel.pipeline.syncOperations.addHandler(httpHandler, name: "relay.http")
             }
         }
+
+    // Presence claims are refreshed while sockets are open (they lapse 90 s after a crash).
+    let presenceTimer = DispatchSource.makeTimerSource(queue: .global())
+    presenceTimer.schedule(deadline: .now() + 30, repeating: 30)
+    presenceTimer.setEventHandler {
+        try? relayContext.sessions.with { try Presence.refresh($0, users: hub.userIDs, relay: relayID) }
+    }
+    presenceTimer.resume()
 
     let server = try bootstrap.bind(host: host, port: port).wait()
     logger.info("relay listening", metadata: ["address": "\(host):\(port)", "relay_id": "\(relayID)", "pid": "\(getpid())"])

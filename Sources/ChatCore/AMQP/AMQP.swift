@@ -42,6 +42,8 @@ public struct AMQPDelivery: Sendable {
     public let messageId: String?
     /// Integer-valued headers (such as `x-attempt`).
     public let intHeaders: [String: Int64]
+    /// String-valued headers (such as `x-event`, `x-user`).
+    public let stringHeaders: [String: String]
 }
 
 /// A broker-side refusal (the connection itself may be fine).
@@ -456,16 +458,25 @@ public final class AMQPConnection: @unchecked Sendable {
         let body: [UInt8] = message.body.len > 0 ? Array(UnsafeRawBufferPointer(start: message.body.bytes, count: message.body.len)) : []
         var props = message.properties
         var headers: [String: Int64] = [:]
+        var strings: [String: String] = [:]
         if props._flags & flagHeaders != 0 {
             for i in 0..<Int(props.headers.num_entries) {
                 let key = string(props.headers.entries[i].key)
                 var value: Int64 = 0
-                if key.withCString({ swiftchat_amqp_table_get_int(&props.headers, $0, &value) }) == 1 { headers[key] = value }
+                var bytes: UnsafeRawPointer? = nil
+                if key.withCString({ swiftchat_amqp_table_get_int(&props.headers, $0, &value) }) == 1 {
+                    headers[key] = value
+                } else {
+                    let n = key.withCString { swiftchat_amqp_table_get_string(&props.headers, $0, &bytes) }
+                    if n >= 0 {
+                        strings[key] = n == 0 ? "" : String(decoding: UnsafeRawBufferPointer(start: bytes, count: n), as: UTF8.self)
+                    }
+                }
             }
         }
         let messageId = props._flags & flagMessageId != 0 ? string(props.message_id) : nil
         return AMQPDelivery(deliveryTag: tag, exchange: exchange, routingKey: routingKey, body: body,
-                            redelivered: redelivered, messageId: messageId, intHeaders: headers)
+                            redelivered: redelivered, messageId: messageId, intHeaders: headers, stringHeaders: strings)
     }
 
     /// Builds an amqp_table_t whose strings live for the duration of `body`.

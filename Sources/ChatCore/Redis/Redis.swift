@@ -131,6 +131,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// Sends several commands in one write and reads all replies (one round trip). A
     /// connection that went stale while idle (Redis restarted) is re-opened once and the
     /// commands sent again; a failure on a fresh connection is thrown.
+    @discardableResult
     public func pipeline(_ commands: [[any RedisArgument]]) throws -> [RedisReply] {
         let reused = context != nil
         do {
