@@ -91,7 +91,9 @@ public struct Router: Sendable {
         // A trailing slash or an empty segment is a different (unknown) path.
         guard !raw.contains(where: { $0.isEmpty }) else { return .notFound }
         var segments = [String]()
+        segments.reserveCapacity(raw.count)
         for s in raw {
+            guard s.utf8.contains(UInt8(ascii: "%")) else { segments.append(String(s)); continue }
             guard let decoded = s.removingPercentEncoding, !decoded.contains("/") else { return .notFound }
             segments.append(decoded)
         }

@@ -24,7 +24,8 @@ public enum SystemRoutes {
             reply.headers.append(("Retry-After", "5"))
             return reply
         }
-        // Touches no dependency: the baseline for the FastCGI path's own cost.
-        router.add("GET", "/api/ping", auth: .none) { _ in .json(Pong()) }
+        // Touches no dependency and encodes nothing: the baseline for the FastCGI path's own cost.
+        let pong = JSON.encode(Pong())
+        router.add("GET", "/api/ping", auth: .none) { _ in .rawJSON(pong) }
     }
 }

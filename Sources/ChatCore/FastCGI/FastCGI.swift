@@ -109,8 +109,11 @@ public enum FastCGIRequestParser {
         let path = String(parts[0])
         let query = parts.count > 1 ? String(parts[1]) : (params["QUERY_STRING"] ?? "")
         var headers: [String: String] = [:]
-        for (k, v) in params where k.hasPrefix("HTTP_") {
-            headers[k.dropFirst(5).lowercased().replacingOccurrences(of: "_", with: "-")] = v
+        for (k, v) in params where k.utf8.starts(with: "HTTP_".utf8) {
+            // HTTP_USER_AGENT -> user-agent, byte-wise.
+            headers[String(decoding: k.utf8.dropFirst(5).map { c -> UInt8 in
+                c == 95 ? 45 : (c >= 65 && c <= 90 ? c + 32 : c)
+            }, as: UTF8.self)] = v
         }
         if let ct = params["CONTENT_TYPE"], !ct.isEmpty { headers["content-type"] = ct }
         var body: [UInt8] = []
@@ -220,18 +223,32 @@ public final class FastCGIServer: @unchecked Sendable {
         FCGX_Free(request, 1)
     }
 
+    /// The CGI variables the parser uses (HTTP_* headers and a few others), copied out
+    /// byte-wise: this runs for every request, so no Character-level String work here.
     private func readParams(_ request: UnsafeMutablePointer<FCGX_Request>) -> [String: String] {
         var out: [String: String] = [:]
+        out.reserveCapacity(24)
         guard var env = request.pointee.envp else { return out }
         while let entry = env.pointee {
-            // Parameters that are not valid UTF-8 are dropped (and then reported missing).
-            let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(entry).assumingMemoryBound(to: UInt8.self), count: strlen(entry))
-            if let s = String(validating: bytes, as: UTF8.self), let eq = s.firstIndex(of: "=") {
-                out[String(s[..<eq])] = String(s[s.index(after: eq)...])
-            }
             env += 1
+            let bytes = UnsafeRawBufferPointer(start: entry, count: strlen(entry)).bindMemory(to: UInt8.self)
+            guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let key = UnsafeBufferPointer(rebasing: bytes[..<eq])
+            guard FastCGIServer.wanted(key) else { continue }
+            // Parameters that are not valid UTF-8 are dropped (and then reported missing).
+            guard let k = String(validating: key, as: UTF8.self),
+                  let v = String(validating: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self) else { continue }
+            out[k] = v
         }
         return out
+    }
+
+    private static let wantedNames: [[UInt8]] = ["REQUEST_METHOD", "REQUEST_URI", "DOCUMENT_URI", "QUERY_STRING",
+                                                 "CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR"].map { Array($0.utf8) }
+
+    static func wanted(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        if key.count > 5, key[0] == 72, key[1] == 84, key[2] == 84, key[3] == 80, key[4] == 95 { return true } // "HTTP_"
+        return wantedNames.contains { $0.elementsEqual(key) }
     }
 
     private func write(_ reply: HTTPReply, to request: UnsafeMutablePointer<FCGX_Request>) {

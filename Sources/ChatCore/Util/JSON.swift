@@ -4,11 +4,18 @@ public enum JSON {
     /// A JSON string literal for `s`.
     public static func quote(_ s: String) -> String { JSONLineLogHandler.quote(s) }
 
-    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+    /// One configured encoder for the process: its options never change after this, and
+    /// encode() keeps its state per call, so sharing it across threads is safe and saves
+    /// building an encoder for every response.
+    nonisolated(unsafe) private static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
+        return encoder
+    }()
+
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         // Encoding our own model types cannot fail; a failure here is a programming error.
-        return Array(try! encoder.encode(value))
+        Array(try! encoder.encode(value))
     }
 
     /// Decodes a request body. Any syntax or type error is a 400 naming what was wrong,
