@@ -1,0 +1,203 @@
+"""Chat under faults (after the other tests: files run in name order): MongoDB down while
+sending (503, no seq burned, the next message gets exactly last_seq + 1), and a relay
+killed with SIGKILL in the middle of a stream of messages (clients reconnect to the other
+relay, resume with after_seq, and end up with every stored message exactly once)."""
+
+import collections
+import json
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+import requests
+
+from accounts import expect_error
+from chat import (chat_ws, create_room, fetch_after, fresh_session, get_room_ok,  # noqa: F401
+                  history_ok, join_ok, new_user, relay_ports, send, send_ok)
+
+
+# --- MongoDB down ------------------------------------------------------------------------
+
+def test_mongodb_down_send_is_503_and_burns_no_seq(https, new_user, stack_ctl, wait_until):
+    alice = new_user("Alice")
+    room = create_room(https, alice)
+    for i in range(3):
+        send_ok(https, alice, room["id"], f"before {i}")
+    cid = "while-down-" + uuid.uuid4().hex
+    stack_ctl("stop-service", "mongo")
+    try:
+        for attempt in range(2):
+            r = send(https, alice, room["id"], "while mongo is down", client_id=cid, timeout=60)
+            expect_error(r, 503, "mongodb_unavailable")
+            assert r.headers.get("Retry-After"), dict(r.headers)
+        assert get_room_ok(https, alice, room["id"])["last_seq"] == 3
+    finally:
+        stack_ctl("start-service", "mongo")
+
+    # The client retries with the same client_id until it goes through.
+    def retry():
+        r = send(https, alice, room["id"], "while mongo is down", client_id=cid, timeout=60)
+        return r if r.status_code in (200, 201) else None
+
+    r = wait_until(retry, timeout=90, interval=0.5, message="a send after MongoDB came back")
+    message = r.json()
+    assert message["seq"] == 4, message
+    assert message["client_id"] == cid
+    assert get_room_ok(https, alice, room["id"])["last_seq"] == 4
+    stored = history_ok(https, alice, room["id"])["messages"]
+    assert [m["seq"] for m in stored] == [1, 2, 3, 4]
+    assert [m["id"] for m in stored if m["client_id"] == cid] == [message["id"]]
+    assert send_ok(https, alice, room["id"], "and on")["seq"] == 5
+
+
+# --- a relay killed mid-stream -----------------------------------------------------------
+
+def relay_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
+            return json.load(r).get("status") == "ok"
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+class Holder:
+    """What a well-behaved client holds for one room: messages by seq, from live
+    message.created events and from resuming with after_seq after a reconnect."""
+
+    def __init__(self, name, user, client, room_id):
+        self.name, self.user, self.client, self.room_id = name, user, client, room_id
+        self.held: dict[int, dict] = {}
+        self.read_index = 0
+        self.sockets = [client]
+        self.reconnects = 0
+
+    def add(self, message: dict, source: str) -> None:
+        seq = message["seq"]
+        previous = self.held.get(seq)
+        assert previous is None or previous["id"] == message["id"], \
+            f"{self.name}: seq {seq} is {previous['id']} and {message['id']} ({source})"
+        self.held.setdefault(seq, message)
+
+    def top(self) -> int:
+        return max(self.held, default=0)
+
+    def absorb(self) -> None:
+        frames = self.client.frames
+        while self.read_index < len(frames):
+            frame = frames[self.read_index]
+            self.read_index += 1
+            if frame.get("type") == "message.created" and frame.get("room_id") == self.room_id:
+                self.add(frame["message"], f"event on {self.client.label}")
+
+    def resume(self, https, new_client) -> None:
+        self.absorb()
+        self.client = new_client
+        self.read_index = 0
+        self.sockets.append(new_client)
+        self.reconnects += 1
+        assert self.room_id in new_client.ready_rooms, new_client.ready
+        for message in fetch_after(https, self.user, self.room_id, self.top()):
+            self.add(message, "after_seq")
+
+    def step(self, https, connect) -> None:
+        self.client.pump(0.01)
+        self.absorb()
+        if self.client.closed:
+            self.resume(https, connect(self.user, relay=1, label=f"{self.name}-r{self.reconnects + 1}"))
+
+
+def test_relay_killed_mid_stream_clients_resume_on_the_other_relay(https, new_user, chat_ws, stack, stack_ctl,
+                                                                  wait_until):
+    ports = relay_ports(stack)
+    if len(ports) < 2:
+        pytest.skip("needs two relays")
+    sender, alice, bob = new_user("Sender"), new_user("Alice"), new_user("Bob")
+    room = create_room(https, sender)
+    rid = room["id"]
+    join_ok(https, alice, rid)
+    join_ok(https, bob, rid)
+    holders = [
+        Holder("alice-relay1", alice, chat_ws(alice, relay=0, label="alice-relay1"), rid),
+        Holder("bob-relay1", bob, chat_ws(bob, relay=0, label="bob-relay1"), rid),
+        Holder("alice-relay2", alice, chat_ws(alice, relay=1, label="alice-relay2"), rid),
+        Holder("bob-relay2", bob, chat_ws(bob, relay=1, label="bob-relay2"), rid),
+    ]
+    total = 60
+    sent: list[dict] = []
+    failures: list[str] = []
+    halfway = threading.Event()
+
+    def stream() -> None:
+        session = fresh_session(https)
+        try:
+            for i in range(total):
+                cid = f"stream-{i}"
+                for _ in range(100):  # retried with the same client_id: stored once
+                    try:
+                        r = send(session, sender, rid, f"stream {i}", client_id=cid, timeout=10)
+                    except requests.RequestException as exc:
+                        failures.append(f"{cid}: {exc!r}")
+                        time.sleep(0.1)
+                        continue
+                    if r.status_code in (200, 201):
+                        sent.append(r.json())
+                        break
+                    failures.append(f"{cid}: {r.status_code} {r.text[:200]}")
+                    time.sleep(0.1)
+                if i == total // 3:
+                    halfway.set()
+                time.sleep(0.05)
+        finally:
+            halfway.set()
+            session.close()
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    killed = False
+    try:
+        while not halfway.is_set():
+            for holder in holders:
+                holder.step(https, chat_ws)
+        stack_ctl("kill-service", "relay-1")
+        killed = True
+        deadline = time.monotonic() + 120
+        while thread.is_alive() and time.monotonic() < deadline:
+            for holder in holders:
+                holder.step(https, chat_ws)
+        thread.join(timeout=1)
+        assert not thread.is_alive(), "the sender did not finish"
+        assert len(sent) == total, f"sent {len(sent)} of {total}; failures: {failures[-5:]}"
+        last = max(m["seq"] for m in sent)
+        # Everyone catches up from live events (the relay-1 clients resumed on relay 2).
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not all(h.top() >= last and not h.client.closed for h in holders):
+            for holder in holders:
+                holder.step(https, chat_ws)
+        for holder in holders:
+            holder.client.sync()
+            holder.absorb()
+    finally:
+        if killed:
+            stack_ctl("start-service", "relay-1")
+            wait_until(lambda: relay_ok(ports[0]), timeout=60, interval=0.5, message="relay-1 back")
+
+    stored = fetch_after(https, sender, rid, 0)
+    assert [m["seq"] for m in stored] == list(range(1, total + 1)), [m["seq"] for m in stored]
+    assert sorted(m["client_id"] for m in stored) == sorted(f"stream-{i}" for i in range(total)), \
+        "a retried send was stored twice or lost"
+    assert {m["id"] for m in sent} == {m["id"] for m in stored}
+    expected = [(m["seq"], m["id"]) for m in stored]
+    for holder in holders:
+        got = [(seq, holder.held[seq]["id"]) for seq in sorted(holder.held)]
+        assert got == expected, f"{holder.name} (reconnects {holder.reconnects}) holds a different set: " \
+                                f"missing {sorted(set(expected) - set(got))}, extra {sorted(set(got) - set(expected))}"
+        # No socket delivered one message twice.
+        for client in holder.sockets:
+            counts = collections.Counter(f["message"]["id"] for f in client.frames
+                                         if f.get("type") == "message.created" and f.get("room_id") == rid)
+            twice = [mid for mid, n in counts.items() if n > 1]
+            assert not twice, f"{client.label} got {twice} more than once"
+    # The relay-1 clients did lose their relay (else this test proved nothing).
+    assert holders[0].reconnects >= 1 and holders[1].reconnects >= 1, [(h.name, h.reconnects) for h in holders]
