@@ -60,8 +60,7 @@ public final class APIApplication: Sendable {
               header.prefix(7).lowercased() == "bearer " else { throw APIError.unauthorized }
         let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         guard let claims = try? services.jwt.verify(token) else { throw APIError.unauthorized }
-        guard try services.sessions.userID(of: claims.sid) == claims.sub else { throw APIError.unauthorized }
-        try? services.sessions.touch(claims.sid)
+        guard try services.sessions.authenticate(claims.sid) == claims.sub else { throw APIError.unauthorized }
         return Identity(userID: claims.sub, sessionID: claims.sid)
     }
 }

@@ -192,8 +192,7 @@ public struct MessageRoutes: Sendable {
         if !m.deleted {
             // A tombstone: the seq stays in history so clients see no gap.
             try ctx.services.mongo.collection(MessageIndexes.collection) {
-                try $0.updateOne("{\"_id\": \(JSON.quote(m.id))}",
-                                 "{\"$set\": {\"deleted\": true, \"body\": \"\", \"edited_at\": \(JSON.quote(Timestamp.format(Date())))}}")
+                try $0.updateOne("{\"_id\": \(JSON.quote(m.id))}", #"{"$set": {"deleted": true, "body": ""}}"#)
             }
             chat.publish(ctx, key: "room." + m.room_id, type: "message.deleted", user: me,
                          body: JSON.encode(Events.MessageDeleted(room_id: m.room_id, message_id: m.id, seq: m.seq)))

@@ -83,6 +83,7 @@ public final class AMQPConnection: @unchecked Sendable {
     private let timeoutMs: Int
     private let confirms: Bool
     private var publishTag: UInt64 = 0
+    private var connecting = false
     private let channel: amqp_channel_t = 1
     /// Run after every (re)connect, e.g. to declare exchanges and queues.
     public var onConnect: ((AMQPConnection) throws -> Void)?
@@ -137,6 +138,8 @@ public final class AMQPConnection: @unchecked Sendable {
             throw DependencyError(.rabbitmq, "login refused or timed out")
         }
         conn = c
+        connecting = true
+        defer { connecting = false }
         do {
             amqp_channel_open(c, channel)
             try check("channel.open")
@@ -173,16 +176,30 @@ public final class AMQPConnection: @unchecked Sendable {
         }
     }
 
+    /// Runs a synchronous method; when a connection that sat idle has gone stale (the
+    /// broker restarted since its last use) it is re-opened once and the method repeated.
+    private func retryingStale<T>(_ body: () throws -> T) throws -> T {
+        // Not while (re)connecting: onConnect's declarations fail the connect instead.
+        let reused = isOpen && !connecting
+        do {
+            return try body()
+        } catch is DependencyError where reused {
+            return try body()
+        }
+    }
+
     // MARK: Topology
 
     public func declareExchange(_ name: String, type: String = "topic", durable: Bool = true) throws {
-        let c = try connect()
-        name.withCString { n in
-            type.withCString { t in
-                _ = amqp_exchange_declare(c, channel, amqp_cstring_bytes(n), amqp_cstring_bytes(t), 0, durable ? 1 : 0, 0, 0, amqp_empty_table)
+        try retryingStale {
+            let c = try connect()
+            name.withCString { n in
+                type.withCString { t in
+                    _ = amqp_exchange_declare(c, channel, amqp_cstring_bytes(n), amqp_cstring_bytes(t), 0, durable ? 1 : 0, 0, 0, amqp_empty_table)
+                }
             }
+            try check("exchange.declare \(name)")
         }
-        try check("exchange.declare \(name)")
     }
 
     /// Declares a queue. `arguments` carries x-queue-type (quorum), x-dead-letter-exchange,
@@ -190,38 +207,46 @@ public final class AMQPConnection: @unchecked Sendable {
     @discardableResult
     public func declareQueue(_ name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
                              arguments: [String: AMQPValue] = [:]) throws -> Int {
-        let c = try connect()
-        let ok = name.withCString { n in
-            withTable(arguments) { table in
-                amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 0, durable ? 1 : 0, exclusive ? 1 : 0, autoDelete ? 1 : 0, table)
+        try retryingStale {
+            let c = try connect()
+            let ok = name.withCString { n in
+                withTable(arguments) { table in
+                    amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 0, durable ? 1 : 0, exclusive ? 1 : 0, autoDelete ? 1 : 0, table)
+                }
             }
+            try check("queue.declare \(name)")
+            return Int(ok?.pointee.message_count ?? 0)
         }
-        try check("queue.declare \(name)")
-        return Int(ok?.pointee.message_count ?? 0)
     }
 
     /// The message count of an existing queue (passive declare).
     public func messageCount(_ name: String) throws -> Int {
-        let c = try connect()
-        let ok = name.withCString { n in amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 1, 0, 0, 0, amqp_empty_table) }
-        try check("queue.declare passive \(name)")
-        return Int(ok?.pointee.message_count ?? 0)
+        try retryingStale {
+            let c = try connect()
+            let ok = name.withCString { n in amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 1, 0, 0, 0, amqp_empty_table) }
+            try check("queue.declare passive \(name)")
+            return Int(ok?.pointee.message_count ?? 0)
+        }
     }
 
     public func bind(queue: String, exchange: String, routingKey: String) throws {
-        let c = try connect()
-        queue.withCString { q in exchange.withCString { e in routingKey.withCString { k in
-            _ = amqp_queue_bind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(k), amqp_empty_table)
-        } } }
-        try check("queue.bind \(routingKey)")
+        try retryingStale {
+            let c = try connect()
+            queue.withCString { q in exchange.withCString { e in routingKey.withCString { k in
+                _ = amqp_queue_bind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(k), amqp_empty_table)
+            } } }
+            try check("queue.bind \(routingKey)")
+        }
     }
 
     public func unbind(queue: String, exchange: String, routingKey: String) throws {
-        let c = try connect()
-        queue.withCString { q in exchange.withCString { e in routingKey.withCString { k in
-            _ = amqp_queue_unbind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(k), amqp_empty_table)
-        } } }
-        try check("queue.unbind \(routingKey)")
+        try retryingStale {
+            let c = try connect()
+            queue.withCString { q in exchange.withCString { e in routingKey.withCString { k in
+                _ = amqp_queue_unbind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(k), amqp_empty_table)
+            } } }
+            try check("queue.unbind \(routingKey)")
+        }
     }
 
     public func deleteQueue(_ queue: String) throws {

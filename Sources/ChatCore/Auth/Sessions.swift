@@ -46,12 +46,17 @@ public struct SessionStore {
         return try redis.command("HGET", SessionStore.key(sid), "user_id").string
     }
 
-    /// Records activity, at most once a minute per session to keep requests cheap.
-    public func touch(_ sid: String, now: Date = Date()) throws {
-        let throttle = "session_touch:" + sid
-        if try redis.command("SET", throttle, "1", "EX", 60, "NX") != .null {
+    /// The owner of a live session, recording its activity in the same round trip (the
+    /// `last_seen_at` write happens at most once a minute per session).
+    public func authenticate(_ sid: String, now: Date = Date()) throws -> String? {
+        guard !sid.isEmpty, sid.count <= 64 else { return nil }
+        let replies = try redis.pipeline([["HGET", SessionStore.key(sid), "user_id"],
+                                          ["SET", "session_touch:" + sid, "1", "EX", 60, "NX"]])
+        guard let owner = replies[0].string else { return nil }
+        if replies[1] != .null {
             try redis.pipeline([["HSET", SessionStore.key(sid), "last_seen_at", Timestamp.format(now)]])
         }
+        return owner
     }
 
     public func list(userID: String) throws -> [Session] {
