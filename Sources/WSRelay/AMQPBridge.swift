@@ -46,10 +46,37 @@ final class AMQPBridge: @unchecked Sendable {
         }
     }
 
+    /// Unbinds are not urgent (an extra binding only costs traffic) and can come by the
+    /// thousand when many sockets close: they are drained in small batches so that binds
+    /// for new sockets queued meanwhile run in between, and a key that is needed again by
+    /// the time its turn comes is left bound.
     func unbind(_ keys: [String]) {
-        controlQueue.async { [self] in
-            _ = self.withControl { c in for k in keys { try c.unbind(queue: self.queueName, exchange: Topology.eventsExchange, routingKey: k) } }
+        let schedule = pendingUnbinds.withLockedValue { state -> Bool in
+            state.keys.formUnion(keys)
+            defer { state.draining = true }
+            return !state.draining
         }
+        if schedule { controlQueue.async { [self] in self.drainUnbinds() } }
+    }
+
+    private struct PendingUnbinds { var keys = Set<String>(); var draining = false }
+    private let pendingUnbinds = NIOLockedValueBox(PendingUnbinds())
+
+    private func drainUnbinds() {
+        let batch = pendingUnbinds.withLockedValue { state -> [String] in
+            let batch = Array(state.keys.prefix(32))
+            state.keys.subtract(batch)
+            return batch
+        }
+        let unused = batch.filter { hub?.isInUse($0) != true }
+        if !unused.isEmpty {
+            _ = withControl { c in for k in unused { try c.unbind(queue: self.queueName, exchange: Topology.eventsExchange, routingKey: k) } }
+        }
+        let more = pendingUnbinds.withLockedValue { state -> Bool in
+            if state.keys.isEmpty { state.draining = false }
+            return !state.keys.isEmpty
+        }
+        if more { controlQueue.async { [self] in self.drainUnbinds() } }
     }
 
     /// Runs `body` on the control connection, reconnecting if it went stale and retrying

@@ -73,6 +73,11 @@ final class Hub: Sendable {
         }
     }
 
+    /// Whether any socket here wants `key` (a pending unbind of it is then skipped).
+    func isInUse(_ key: String) -> Bool {
+        state.withLockedValue { !$0.registry.clients(for: key).isEmpty }
+    }
+
     func isSubscribed(_ client: RelayClient, to key: String) -> Bool {
         state.withLockedValue { $0.registry.keys(of: client).contains(key) }
     }

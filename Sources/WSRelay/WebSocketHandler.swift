@@ -55,7 +55,9 @@ final class WebSocketHandler: ChannelInboundHandler {
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         timers.append(context.eventLoop.scheduleTask(in: ctx.authTimeout) {
             if case .awaitingAuth = me.value.state { me.value.closeWith(code: RelayCloseCode.unauthorized, reason: "no auth frame") }
-            if case .authenticating = me.value.state { me.value.closeWith(code: RelayCloseCode.unauthorized, reason: "auth timed out") }
+            // A valid auth frame whose checks or subscriptions are still pending (a busy
+            // relay or broker) is not the client's fault: try again later, not "sign in again".
+            if case .authenticating = me.value.state { me.value.closeWith(code: RelayCloseCode.tryAgainLater, reason: "relay busy") }
         })
         pinger = context.eventLoop.scheduleRepeatedTask(initialDelay: ctx.pingInterval, delay: ctx.pingInterval) { _ in
             me.value.heartbeat()

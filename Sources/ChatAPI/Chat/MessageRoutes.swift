@@ -59,18 +59,13 @@ public struct MessageRoutes: Sendable {
         let text = try MessageRoutes.body(input.body)
         if let cid = input.client_id {
             guard !cid.isEmpty, cid.count <= 128 else { throw APIError.badRequest("invalid_client_id", "client_id needs 1 to 128 characters.") }
-            // A retry of a send that was stored: the original, unchanged.
-            if let original = try existing(ctx, room: room, author: me, clientID: cid) { return .json(original) }
         }
         try RateLimiter(redis: ctx.services.redis).reserve(sendLimit, me)
-        let message = try store(ctx, room: room, author: me, body: text, clientID: input.client_id, retryOnOrphan: true)
-        switch message {
-        case .stored(let m):
-            chat.publish(ctx, key: "room." + room, type: "message.created", user: me,
-                         body: JSON.encode(Events.MessageEvent(type: "message.created", room_id: room, message: m)))
-            return .json(m, status: 201)
-        case .duplicate(let m):
-            return .json(m)
+        // No lookup before the insert: the unique {room_id, author_id, client_id} index
+        // detects a retry, the transaction rolls the seq back, and the original is returned.
+        switch try store(ctx, room: room, author: me, body: text, clientID: input.client_id, retryOnOrphan: true) {
+        case .stored(let m): return .json(m, status: 201)
+        case .duplicate(let m): return .json(m)
         }
     }
 
@@ -100,6 +95,12 @@ public struct MessageRoutes: Sendable {
             // Sending moves the author's read marker to the new message.
             try db.query("UPDATE room_members SET last_read_seq = GREATEST(last_read_seq, $3) WHERE room_id = $1 AND user_id = $2",
                          [room, author, seq])
+            // Published while the room's row lock is held, so the room's events leave in seq
+            // order (publishing after COMMIT let two concurrent sends overtake each other).
+            // The message is already durable in MongoDB; should the COMMIT fail now, the
+            // next send adopts its seq (see below), so what clients saw stays true.
+            chat.publish(ctx, key: "room." + room, type: "message.created", user: author,
+                         body: JSON.encode(Events.MessageEvent(type: "message.created", room_id: room, message: m)))
             return .ok(m)
         }
         switch outcome {
