@@ -26,6 +26,7 @@ pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -75,8 +76,18 @@ def browsers():
 # --- helpers -------------------------------------------------------------------------------
 
 def wait(driver, fn, timeout: float = WAIT, message: str = ""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(Exception,)).until(
-        lambda d: fn(d), message or getattr(fn, "__name__", ""))
+    """fn(driver) until truthy; on timeout a screenshot fail-*.png and the page's text."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(Exception,)).until(
+            lambda d: fn(d))
+    except TimeoutException:
+        what = message or getattr(fn, "__name__", "condition")
+        try:
+            driver.save_screenshot(str(SHOTS / f"fail-{int(time.time())}.png"))
+            page = driver.find_element(By.TAG_NAME, "body").text[-1500:]
+        except Exception:  # noqa: BLE001
+            page = "?"
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; page text:\n{page}") from None
 
 
 def tid(driver, testid: str):
@@ -119,14 +130,14 @@ def token_in(driver) -> str:
 def register_and_verify(driver, base: str, wait_for_mail, name: str, shots: bool) -> str:
     email = unique_email(name.lower())
     driver.get(base + "/register")
-    wait(driver, lambda d: d.find_element(By.ID, "register-email"))
+    wait(driver, lambda d: d.find_element(By.ID, "register-email"), message="register form")
     driver.find_element(By.ID, "register-email").send_keys(email)
     driver.find_element(By.ID, "register-name").send_keys(name)
     driver.find_element(By.ID, "register-password").send_keys(PASSWORD)
     if shots:
         shot(driver, "01-register")
     tid(driver, "register-submit").click()
-    wait(driver, lambda d: "Check your email" in d.find_element(By.TAG_NAME, "h1").text)
+    wait(driver, lambda d: "Check your email" in d.find_element(By.TAG_NAME, "h1").text, message="check your email")
     if shots:
         shot(driver, "02-check-your-email")
     link = verify_link(wait_for_mail(to(email, "/verify-email?token=")))
@@ -138,8 +149,8 @@ def register_and_verify(driver, base: str, wait_for_mail, name: str, shots: bool
 
 
 def open_room(driver, room_name: str) -> None:
-    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'[data-testid="room-item"][data-room-name="{room_name}"]')).click()
-    wait(driver, lambda d: tid(d, "chat-title").text == room_name)
+    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'[data-testid="room-item"][data-room-name="{room_name}"]'), message=f"room {room_name} listed").click()
+    wait(driver, lambda d: tid(d, "chat-title").text == room_name, message=f"room {room_name} open")
 
 
 def type_message(driver, text: str, enter: bool = True) -> None:
@@ -197,15 +208,22 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
     tid(a, "tab-new").click()
     a.find_element(By.ID, "new-room-name").send_keys(room_name)
     tid(a, "create-room-submit").click()
-    wait(a, lambda d: tid(d, "chat-title").text == room_name)
+    wait(a, lambda d: tid(d, "chat-title").text == room_name, message="created room open")
     room_id = tid(a, "chat").get_attribute("data-room-id")
 
     tid(b, "tab-directory").click()
     b.find_element(By.ID, "directory-q").send_keys(tag, Keys.ENTER)
-    wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f'[data-testid="directory-room"][data-room-name="{room_name}"]'))
+
+    def listed(d):
+        found = d.find_elements(By.CSS_SELECTOR, f'[data-testid="directory-room"][data-room-name="{room_name}"]')
+        if not found:  # search again: the directory may lag behind the creation a moment
+            d.find_element(By.ID, "directory-q").send_keys(Keys.ENTER)
+            time.sleep(0.3)
+        return found
+    wait(b, listed, message="the new room in the directory")
     shot(b, "04-directory")
     b.find_element(By.CSS_SELECTOR, f'[data-testid="directory-room"][data-room-name="{room_name}"] [data-testid="join-room"]').click()
-    wait(b, lambda d: tid(d, "chat-title").text == room_name)
+    wait(b, lambda d: tid(d, "chat-title").text == room_name, message="joined room open")
 
     # Live messages both ways; Shift+Enter makes a new line, Enter sends.
     type_message(a, f"hello from {name_a}")
@@ -224,7 +242,7 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
     # Edit and delete one's own message; the other browser follows.
     mine = a.find_element(By.XPATH, f'//li[@data-testid="message"][.//p[text()="hello from {name_a}"]]')
     mine.find_element(By.CSS_SELECTOR, '[aria-label="Edit your message"]').click()
-    editor = wait(a, lambda d: d.find_element(By.CSS_SELECTOR, ".msg .edit textarea"))
+    editor = wait(a, lambda d: d.find_element(By.CSS_SELECTOR, ".msg .edit textarea"), message="editor")
     editor.send_keys(Keys.CONTROL, "a")
     editor.send_keys(f"hello from {name_a} (edited)", Keys.ENTER)
     wait_body(b, f"hello from {name_a} (edited)")
@@ -281,7 +299,7 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
 
     # Sessions screen.
     tid(b, "open-sessions").click()
-    wait(b, lambda d: tids(d, "session"))
+    wait(b, lambda d: tids(d, "session"), message="sessions listed")
     assert "This browser" in tid(b, "session-list").text
     shot(b, "08-sessions")
 
@@ -293,7 +311,7 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
     # Phone width: the room list or the open room, nothing wider than the screen.
     b.set_window_size(390, 844)
     b.refresh()
-    wait(b, lambda d: tids(d, "room-item"))
+    wait(b, lambda d: tids(d, "room-item"), message="room list at phone width")
     shot(b, "09-phone-rooms")
     open_room(b, room_name)
     wait_body(b, "while you were away")
@@ -303,7 +321,7 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
 
     # Logout: back to the login screen, and the old token is refused.
     tid(a, "logout").click()
-    wait(a, lambda d: tid(d, "login-form"))
+    wait(a, lambda d: tid(d, "login-form"), message="login screen after logout")
     assert token_in(a) is None
     assert https.get("/api/me", headers=bearer(token_a)).status_code == 401
 
@@ -311,12 +329,21 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
     a.find_element(By.ID, "login-email").send_keys(email_a)
     a.find_element(By.ID, "login-password").send_keys("not the password")
     tid(a, "login-submit").click()
-    wait(a, lambda d: "email or password is wrong" in tid(d, "error").text)
+    wait(a, lambda d: "email or password is wrong" in tid(d, "error").text, message="plain-words login error")
     shot(a, "11-login-error")
     a.find_element(By.ID, "login-password").clear()
     a.find_element(By.ID, "login-password").send_keys(PASSWORD, Keys.ENTER)
-    wait(a, lambda d: tid(d, "me").text == name_a)
+    wait(a, lambda d: tid(d, "me").text == name_a, message="signed in again")
     wait_connected(a)
+
+    # A direct message, found by the user search.
+    tid(a, "tab-new").click()
+    tid(a, "dm-search").send_keys(name_b)
+    wait(a, lambda d: d.find_element(By.XPATH, f'//div[@class="dm-search"]//button[text()="{name_b}"]'), message="user search result").click()
+    wait(a, lambda d: tid(d, "chat-title").text == name_b, message="direct room opened")
+    type_message(a, "a direct hello")
+    wait(a, lambda d: "a direct hello" in bodies(d) and not tids(d, "pending-message"), message="direct message sent")
+    shot(a, "15-direct-message")
 
     # History loads upward on scroll: a room with 70 messages, the newest page first.
     token_a2 = token_in(a)
@@ -340,3 +367,54 @@ def test_two_browsers_chat_reconnect_logout(browsers, stack, https, wait_for_mai
 
     for d in (a, b):
         assert not csp_violations(d), csp_violations(d)
+
+
+def test_oauth_buttons_and_callback_route(stack, https):
+    """The login screen lists the configured providers; a button goes through the provider
+    and back, signed in; the provider's redirect to /auth/{provider}/callback signs the browser in; a used state is
+    explained in plain words."""
+    _need_browser()
+    standin = (stack.get("OAUTH_STANDIN_URL") or "").rstrip("/")
+    if not standin:
+        pytest.skip("the stack runs without the OAuth stand-in")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    base = stack["HTTPS_URL"].rstrip("/")
+    providers = https.get("/api/auth/providers").json()["providers"]
+    assert "github" in providers, providers
+    driver = make_driver()
+    try:
+        driver.get(base + "/login")
+        for p in providers:
+            wait(driver, lambda d: tid(d, f"oauth-{p}"), message=f"{p} button")
+        shot(driver, "13-login-oauth")
+        # The stand-in agrees at once (with its default identity) and redirects back.
+        tid(driver, "oauth-github").click()
+        wait(driver, lambda d: tid(d, "me").text.strip(), message="signed in through the GitHub button")
+        wait_connected(driver)
+        driver.execute_script("sessionStorage.clear()")
+
+        # What the provider does once the user agrees: redirect to the SPA's callback route.
+        email = unique_email("oauth")
+        r = https.get("/api/auth/github")
+        assert r.status_code == 200, r.text
+        ident = {"id": str(uuid.uuid4().int % 10 ** 12), "email": email, "email_verified": "true",
+                 "name": "Octo Cat"}
+        import requests as plain_requests
+        from urllib.parse import urlencode
+        redirect = plain_requests.get(r.json()["url"] + "&" + urlencode(ident), allow_redirects=False,
+                                      timeout=10).headers["Location"]
+        assert redirect.startswith(base + "/auth/github/callback?"), redirect
+        driver.get(redirect)
+        wait(driver, lambda d: tid(d, "me").text == "Octo Cat", message="signed in with GitHub")
+        wait_connected(driver)
+        token = token_in(driver)
+        assert https.get("/api/me", headers=bearer(token)).json()["email"].lower() == email
+
+        # The same redirect again: the state is used up, said in plain words.
+        driver.execute_script("sessionStorage.clear()")
+        driver.get(redirect)
+        wait(driver, lambda d: "expired or was already used" in tid(d, "error").text, message="used state explained")
+        shot(driver, "14-oauth-used-state")
+        assert not csp_violations(driver), csp_violations(driver)
+    finally:
+        driver.quit()
