@@ -232,6 +232,22 @@ def test_presence_online_on_the_first_socket_and_offline_after_the_last(https, n
     carol_ws.assert_none(lambda f: f.get("type") == "presence" and f.get("user_id") == alice.id, settle=0)
 
 
+def test_members_list_carries_a_presence_snapshot(https, new_user, chat_ws, wait_until):
+    from chat import members_ok
+    alice, bob = new_user("Alice"), new_user("Bob")
+    room = create_room(https, alice)
+    join_ok(https, bob, room["id"])
+
+    def online():
+        return {uid: m["online"] for uid, m in members_ok(https, alice, room["id"]).items()}
+
+    assert online() == {alice.id: False, bob.id: False}
+    bob_ws = chat_ws(bob)
+    assert online() == {alice.id: False, bob.id: True}
+    bob_ws.close()
+    wait_until(lambda: online() == {alice.id: False, bob.id: False}, timeout=10)
+
+
 # --- logout ------------------------------------------------------------------------------
 
 def test_logout_closes_that_sessions_sockets_with_4401(https, new_user, chat_ws):

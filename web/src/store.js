@@ -144,7 +144,11 @@ export class ChatStore {
       const data = await api("GET", `/api/rooms/${roomId}/members`);
       const s = this.room(roomId);
       s.members = new Map(data.members.map((m) => [m.user_id, m.display_name]));
-      for (const m of data.members) this.names.set(m.user_id, m.display_name);
+      for (const m of data.members) {
+        this.names.set(m.user_id, m.display_name);
+        // The server's snapshot; `presence` events keep it current from here on.
+        if (typeof m.online === "boolean" && m.user_id !== this.me.id) this.presence.set(m.user_id, m.online ? "online" : "offline");
+      }
       this.emit();
     } catch (_) { /* shown without names */ }
   }

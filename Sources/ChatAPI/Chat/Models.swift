@@ -23,6 +23,8 @@ public struct Member: Codable, Sendable, Equatable {
     public let display_name: String
     public let role: String
     public let joined_at: String
+    /// Presence snapshot, only in the members list (absent elsewhere).
+    public var online: Bool? = nil
 }
 
 /// Message of API.md, as stored in MongoDB (plus `_id`, `created_ms`) and as sent.

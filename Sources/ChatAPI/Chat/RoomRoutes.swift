@@ -166,7 +166,13 @@ public struct RoomRoutes: Sendable {
         let access = try chat.access(ctx)
         try access.requireMember()
         struct Reply: Encodable { let members: [Member] }
-        return .json(Reply(members: try RoomStore(db: ctx.services.postgres).members(access.room.id)))
+        var members = try RoomStore(db: ctx.services.postgres).members(access.room.id)
+        // The presence snapshot a client needs before `presence` events start: a member is
+        // online while any relay's claim on them is live (see WSRelay/Presence.swift).
+        let now = String(Date().timeIntervalSince1970)
+        let counts = try ctx.services.redis.pipeline(members.map { ["ZCOUNT", "presence:" + $0.user_id, now, "+inf"] })
+        for i in members.indices { members[i].online = (counts[i].int ?? 0) > 0 }
+        return .json(Reply(members: members))
     }
 
     func addMember(_ ctx: RequestContext) throws -> HTTPReply {
