@@ -69,6 +69,27 @@ public struct AccountRoutes: Sendable {
         }
     }
 
+    /// Issues a verification or reset token for the user and queues the email that carries
+    /// it; false when the broker is unavailable (the token then simply goes unused).
+    func mailToken(_ user: User, _ purpose: UserStore.Purpose, _ ctx: RequestContext) throws -> Bool {
+        let ttl = purpose == .verify ? settings.verifyTokenTTL : settings.resetTokenTTL
+        let token = try UserStore(db: ctx.services.postgres).issueToken(userID: user.id, purpose: purpose, ttlSeconds: ttl)
+        return enqueue(EmailTask(id: UUID().uuidString.lowercased(), kind: purpose == .verify ? "verify_email" : "password_reset",
+                                 to: user.email, display_name: user.display_name, token: token), ctx)
+    }
+
+    /// resend-verification and password-reset: the same 202 whether or not the account
+    /// exists (nothing to enumerate), rate-limited per email.
+    func tokenMailRequest(_ ctx: RequestContext, _ rule: RateLimiter.Rule, _ purpose: UserStore.Purpose,
+                          eligible: (User) -> Bool, reply: String) throws -> HTTPReply {
+        let email = try Validate.email(try ctx.decode(EmailBody.self).email)
+        try RateLimiter(redis: ctx.services.redis).reserve(rule, email)
+        if let user = try UserStore(db: ctx.services.postgres).byEmail(email)?.user, eligible(user) {
+            _ = try mailToken(user, purpose, ctx)
+        }
+        return .json(Message(message: reply), status: 202)
+    }
+
     // MARK: registration and verification
 
     struct RegisterBody: Decodable {
@@ -87,9 +108,7 @@ public struct AccountRoutes: Sendable {
         guard let user = try store.create(email: email, displayName: name, passwordHash: hash) else {
             throw APIError.conflict("email_taken", "An account with this email already exists.")
         }
-        let token = try store.issueToken(userID: user.id, purpose: .verify, ttlSeconds: settings.verifyTokenTTL)
-        let queued = enqueue(EmailTask(id: UUID().uuidString.lowercased(), kind: "verify_email", to: user.email,
-                                       display_name: user.display_name, token: token), ctx)
+        let queued = try mailToken(user, .verify, ctx)
         struct Reply: Encodable { let user: User; let message: String; let email_queued: Bool }
         let message = queued
             ? "Registration successful. Please check your email to verify your account."
@@ -112,16 +131,8 @@ public struct AccountRoutes: Sendable {
     struct EmailBody: Decodable { let email: String }
 
     func resend(_ ctx: RequestContext) throws -> HTTPReply {
-        let body = try ctx.decode(EmailBody.self)
-        let email = try Validate.email(body.email)
-        try RateLimiter(redis: ctx.services.redis).reserve(settings.resendPerEmail, email)
-        let store = UserStore(db: ctx.services.postgres)
-        if let row = try store.byEmail(email), !row.user.email_verified {
-            let token = try store.issueToken(userID: row.user.id, purpose: .verify, ttlSeconds: settings.verifyTokenTTL)
-            _ = enqueue(EmailTask(id: UUID().uuidString.lowercased(), kind: "verify_email", to: row.user.email,
-                                  display_name: row.user.display_name, token: token), ctx)
-        }
-        return .json(Message(message: "If an unverified account exists for this address, a new verification email is on its way."), status: 202)
+        try tokenMailRequest(ctx, settings.resendPerEmail, .verify, eligible: { !$0.email_verified },
+                             reply: "If an unverified account exists for this address, a new verification email is on its way.")
     }
 
     // MARK: login and logout
@@ -186,16 +197,8 @@ public struct AccountRoutes: Sendable {
     // MARK: password reset
 
     func requestReset(_ ctx: RequestContext) throws -> HTTPReply {
-        let body = try ctx.decode(EmailBody.self)
-        let email = try Validate.email(body.email)
-        try RateLimiter(redis: ctx.services.redis).reserve(settings.resetPerEmail, email)
-        let store = UserStore(db: ctx.services.postgres)
-        if let row = try store.byEmail(email) {
-            let token = try store.issueToken(userID: row.user.id, purpose: .reset, ttlSeconds: settings.resetTokenTTL)
-            _ = enqueue(EmailTask(id: UUID().uuidString.lowercased(), kind: "password_reset", to: row.user.email,
-                                  display_name: row.user.display_name, token: token), ctx)
-        }
-        return .json(Message(message: "If an account exists for this address, a reset email is on its way."), status: 202)
+        try tokenMailRequest(ctx, settings.resetPerEmail, .reset, eligible: { _ in true },
+                             reply: "If an account exists for this address, a reset email is on its way.")
     }
 
     struct ResetBody: Decodable {
