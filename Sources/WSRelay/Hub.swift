@@ -82,10 +82,6 @@ final class Hub: Sendable {
         state.withLockedValue { $0.registry.keys(of: client).contains(key) }
     }
 
-    func roomKeys(of client: RelayClient) -> [String] {
-        state.withLockedValue { Array($0.registry.keys(of: client).filter { $0.hasPrefix("room.") }) }
-    }
-
     /// One event from the broker. Membership events change the user's subscriptions in the
     /// same critical section that picks the targets, so the room's next event (behind this
     /// one in the queue) already sees the change.

@@ -11,7 +11,6 @@ struct RelayContext: Sendable {
     let jwt: JWTSigner
     let sessions: ObjectPool<RedisConnection>
     let db: ObjectPool<PostgresConnection>
-    let sessionTTL: Int
     let blocking: NIOThreadPool
     let hub: Hub
     let authTimeout: TimeAmount

@@ -40,7 +40,6 @@ do {
         jwt: JWTSigner(secret: settings.jwtSecret),
         sessions: ObjectPool { RedisConnection(settings: settings) },
         db: ObjectPool { PostgresConnection(conninfo: settings.pgConninfo) },
-        sessionTTL: try config.int("SESSION_TTL_SECONDS", default: 30 * 24 * 3600),
         blocking: blocking,
         hub: hub,
         authTimeout: .seconds(Int64(try config.int("WS_AUTH_TIMEOUT_SECONDS", default: 10))),

@@ -219,16 +219,6 @@ public final class AMQPConnection: @unchecked Sendable {
         }
     }
 
-    /// The message count of an existing queue (passive declare).
-    public func messageCount(_ name: String) throws -> Int {
-        try retryingStale {
-            let c = try connect()
-            let ok = name.withCString { n in amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 1, 0, 0, 0, amqp_empty_table) }
-            try check("queue.declare passive \(name)")
-            return Int(ok?.pointee.message_count ?? 0)
-        }
-    }
-
     public func bind(queue: String, exchange: String, routingKey: String) throws {
         try retryingStale {
             let c = try connect()
@@ -253,12 +243,6 @@ public final class AMQPConnection: @unchecked Sendable {
         let c = try connect()
         _ = queue.withCString { q in amqp_queue_delete(c, channel, amqp_cstring_bytes(q), 0, 0) }
         try check("queue.delete \(queue)")
-    }
-
-    public func purge(queue: String) throws {
-        let c = try connect()
-        _ = queue.withCString { q in amqp_queue_purge(c, channel, amqp_cstring_bytes(q)) }
-        try check("queue.purge \(queue)")
     }
 
     // MARK: Publishing

@@ -136,6 +136,17 @@ public enum EmailTemplates {
         return publicURL + path + "?token=" + (token.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
     }
 
+    /// A greeting, a sentence, the token's link and a closing sentence, as text and HTML.
+    static func linkEmail(_ task: EmailTask, publicURL: String, path: String, name: String,
+                          subject: String, intro: String, outro: String) -> Rendered? {
+        guard let token = task.token, !token.isEmpty else { return nil }
+        let url = link(publicURL, path, token)
+        return Rendered(
+            subject: subject,
+            text: "Hello \(name),\n\n\(intro)\n\n\(url)\n\n\(outro)\n",
+            html: "<p>Hello \(escape(name)),</p><p>\(escape(intro))</p><p><a href=\"\(escape(url))\">\(escape(url))</a></p><p>\(escape(outro))</p>")
+    }
+
     /// nil when the task is malformed for its kind.
     public static func render(_ task: EmailTask, publicURL: String) -> Rendered? {
         let name = task.display_name.map { $0.isEmpty ? "there" : $0 } ?? "there"
@@ -144,19 +155,15 @@ public enum EmailTemplates {
             guard let subject = task.subject, let text = task.text else { return nil }
             return Rendered(subject: subject, text: text, html: task.html)
         case "verify_email":
-            guard let token = task.token, !token.isEmpty else { return nil }
-            let url = link(publicURL, "/verify-email", token)
-            return Rendered(
-                subject: "Verify your email address",
-                text: "Hello \(name),\n\nPlease confirm your email address to finish creating your swiftchat account:\n\n\(url)\n\nThe link works once and expires in 24 hours. If you did not sign up, ignore this email.\n",
-                html: "<p>Hello \(escape(name)),</p><p>Please confirm your email address to finish creating your swiftchat account:</p><p><a href=\"\(escape(url))\">\(escape(url))</a></p><p>The link works once and expires in 24 hours. If you did not sign up, ignore this email.</p>")
+            return linkEmail(task, publicURL: publicURL, path: "/verify-email", name: name,
+                             subject: "Verify your email address",
+                             intro: "Please confirm your email address to finish creating your swiftchat account:",
+                             outro: "The link works once and expires in 24 hours. If you did not sign up, ignore this email.")
         case "password_reset":
-            guard let token = task.token, !token.isEmpty else { return nil }
-            let url = link(publicURL, "/reset-password", token)
-            return Rendered(
-                subject: "Reset your swiftchat password",
-                text: "Hello \(name),\n\nSomeone (hopefully you) asked to reset the password of your swiftchat account. Choose a new one here:\n\n\(url)\n\nThe link works once and expires in 1 hour. If you did not ask for it, ignore this email: your password stays as it is.\n",
-                html: "<p>Hello \(escape(name)),</p><p>Someone (hopefully you) asked to reset the password of your swiftchat account. Choose a new one here:</p><p><a href=\"\(escape(url))\">\(escape(url))</a></p><p>The link works once and expires in 1 hour. If you did not ask for it, ignore this email: your password stays as it is.</p>")
+            return linkEmail(task, publicURL: publicURL, path: "/reset-password", name: name,
+                             subject: "Reset your swiftchat password",
+                             intro: "Someone (hopefully you) asked to reset the password of your swiftchat account. Choose a new one here:",
+                             outro: "The link works once and expires in 1 hour. If you did not ask for it, ignore this email: your password stays as it is.")
         default:
             return nil
         }

@@ -131,11 +131,6 @@ public struct MongoCollection {
         }
     }
 
-    public func findOne(_ filter: JSONDocument, options: JSONDocument = "{}") throws -> JSONDocument? {
-        let opts = try BSON.merge(options, #"{"limit": 1}"#)
-        return try find(filter, options: opts).first
-    }
-
     /// update_one; returns (matched, modified).
     @discardableResult
     public func updateOne(_ filter: JSONDocument, _ update: JSONDocument, upsert: Bool = false) throws -> (matched: Int, modified: Int) {
@@ -150,26 +145,6 @@ public struct MongoCollection {
         let r = BSON.json(reply)
         let obj = (try? JSONSerialization.jsonObject(with: Data(r.utf8))) as? [String: Any] ?? [:]
         return ((obj["matchedCount"] as? NSNumber)?.intValue ?? 0, (obj["modifiedCount"] as? NSNumber)?.intValue ?? 0)
-    }
-
-    @discardableResult
-    public func deleteMany(_ filter: JSONDocument) throws -> Int {
-        let f = try BSON(json: filter)
-        let reply = bson_new()!
-        defer { bson_destroy(reply) }
-        var error = bson_error_t()
-        let ok = with { mongoc_collection_delete_many($0, f.pointer, nil, reply, &error) }
-        guard ok else { throw mongoFailure(&error) }
-        let obj = (try? JSONSerialization.jsonObject(with: Data(BSON.json(reply).utf8))) as? [String: Any] ?? [:]
-        return (obj["deletedCount"] as? NSNumber)?.intValue ?? 0
-    }
-
-    public func count(_ filter: JSONDocument) throws -> Int64 {
-        let f = try BSON(json: filter)
-        var error = bson_error_t()
-        let n = with { mongoc_collection_count_documents($0, f.pointer, nil, nil, nil, &error) }
-        guard n >= 0 else { throw mongoFailure(&error) }
-        return n
     }
 
     /// createIndexes: `indexes` is a JSON array of index specs ({"key": {...}, "name": ..., "unique": true, ...}).

@@ -22,8 +22,6 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var description: String { "PostgreSQL \(sqlState): \(message)" }
 
     public var isUniqueViolation: Bool { sqlState == "23505" }
-    public var isForeignKeyViolation: Bool { sqlState == "23503" }
-    public var isSerializationFailure: Bool { sqlState == "40001" || sqlState == "40P01" }
 }
 
 /// Result rows, copied out of the PGresult so no C pointer outlives the call.
