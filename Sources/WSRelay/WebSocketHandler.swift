@@ -115,6 +115,9 @@ final class WebSocketHandler: ChannelInboundHandler {
                 message(frame.opcode, frame.unmaskedData)
             } else {
                 guard fragments == nil else { return protocolError("new message inside a fragmented one") }
+                guard frame.unmaskedData.readableBytes <= ctx.maxMessageBytes else {
+                    return closeWith(code: RelayCloseCode.messageTooLarge, reason: "message over 16 KiB")
+                }
                 fragments = frame.unmaskedData
                 fragmentOpcode = frame.opcode
             }

@@ -62,7 +62,11 @@ do {
         .childChannelInitializer { channel in
             let httpHandler = HTTPHandler(health: health)
             let upgrader = NIOWebSocketServerUpgrader(
-                maxFrameSize: 16 * 1024,
+                // The 16 KiB limit is enforced by WebSocketHandler once a frame has been read
+                // whole: refusing it inside the decoder leaves its payload unread, and closing
+                // then makes the kernel reset the connection, losing the 1009 close frame.
+                // Frames over 1 MiB are still cut off by the decoder.
+                maxFrameSize: 1 << 20,
                 automaticErrorHandling: false, // WebSocketHandler answers decoder errors itself
                 shouldUpgrade: { channel, head in
                     let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
