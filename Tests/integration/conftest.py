@@ -40,6 +40,8 @@ import pytest
 import requests
 import urllib3
 
+from contract import CONTRACT
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO_ROOT / "scripts" / "stack.sh"
 
@@ -51,6 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest resets warning filters for each test: silence the same warning there too.
     config.addinivalue_line("filterwarnings",
                             "ignore::urllib3.exceptions.InsecureRequestWarning")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if CONTRACT.counts:
+        terminalreporter.write_line(CONTRACT.summary())
 
 
 def read_stack_env(path: Path) -> dict[str, str]:
@@ -110,7 +117,9 @@ def wait_until_fixture() -> Callable[..., Any]:
 
 class StackSession(requests.Session):
     """requests.Session bound to the stack's https URL: relative paths are joined onto it,
-    TLS is not verified (self-signed), and every request has a timeout unless given one."""
+    TLS is not verified (self-signed), and every request has a timeout unless given one.
+    Every response under /api/ is checked against docs/openapi.yaml (contract.py) unless
+    the request passes validate=False (only for requests that break HTTP on purpose)."""
 
     def __init__(self, base_url: str, timeout: float = 15.0) -> None:
         super().__init__()
@@ -126,7 +135,11 @@ class StackSession(requests.Session):
         # Per request too: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a
         # session-level verify=False.
         kwargs.setdefault("verify", False)
-        return super().request(method, self.url(url), *args, **kwargs)
+        validate = kwargs.pop("validate", True)
+        response = super().request(method, self.url(url), *args, **kwargs)
+        if validate:
+            CONTRACT.check(method, response.url, response)
+        return response
 
 
 @pytest.fixture
