@@ -58,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     if CONTRACT.counts:
         terminalreporter.write_line(CONTRACT.summary())
+    for line in CONTRACT.notes:
+        terminalreporter.write_line(line)
 
 
 def read_stack_env(path: Path) -> dict[str, str]:

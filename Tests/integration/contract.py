@@ -87,6 +87,7 @@ class Contract:
         # Fixed paths win over templated ones (/api/auth/login before /api/auth/{provider}).
         self.routes.sort(key=lambda r: -r[2])
         self.counts: Counter[str] = Counter()
+        self.notes: list[str] = []  # lines for the end-of-run summary (schemathesis totals)
         self._validators: dict[str, Draft202012Validator] = {}
 
     # -- lookups -------------------------------------------------------------------

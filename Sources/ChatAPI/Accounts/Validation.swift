@@ -3,10 +3,19 @@ import ChatCore
 
 /// Input rules of API.md, one function per field; each throws the 400 naming the field.
 public enum Validate {
+    /// The bound on the raw value of a field limited to `characters` characters: at most
+    /// 4 Unicode scalars per character, counted before trimming. The character limit
+    /// (grapheme clusters, after trimming) is what people see; this one keeps a value of
+    /// few characters but endless combining marks out, and is what docs/openapi.yaml
+    /// states as maxLength (JSON Schema counts code points).
+    public static func fitsRaw(_ raw: String, characters: Int) -> Bool {
+        raw.unicodeScalars.count <= 4 * characters
+    }
+
     public static func email(_ raw: String) throws(APIError) -> String {
         let email = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         let bad = APIError.badRequest("invalid_email", "Enter a valid email address (at most 254 characters).")
-        guard !email.isEmpty, email.count <= 254,
+        guard fitsRaw(raw, characters: 254), !email.isEmpty, email.count <= 254,
               email.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f && $0 != "<" && $0 != ">" && $0 != "," && $0 != ";" && $0 != "\"" && $0 != "\\" })
         else { throw bad }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
@@ -26,7 +35,7 @@ public enum Validate {
 
     public static func displayName(_ raw: String) throws(APIError) -> String {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !name.isEmpty, name.count <= 64, !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard fitsRaw(raw, characters: 64), !name.isEmpty, name.count <= 64, !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw APIError.badRequest("invalid_display_name", "The display name needs 1 to 64 characters.")
         }
         return name

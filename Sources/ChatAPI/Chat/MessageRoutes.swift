@@ -32,7 +32,8 @@ public struct MessageRoutes: Sendable {
 
     static func body(_ raw: String) throws(APIError) -> String {
         let body = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !body.isEmpty, body.unicodeScalars.count <= 4000 else {
+        // The raw value (whitespace around it included) is bounded too: 8000 scalars.
+        guard raw.unicodeScalars.count <= 8000, !body.isEmpty, body.unicodeScalars.count <= 4000 else {
             throw APIError.badRequest("invalid_body", "A message needs 1 to 4000 characters.")
         }
         return body
@@ -58,7 +59,7 @@ public struct MessageRoutes: Sendable {
         let room = access.room.id
         let text = try MessageRoutes.body(input.body)
         if let cid = input.client_id {
-            guard !cid.isEmpty, cid.count <= 128 else { throw APIError.badRequest("invalid_client_id", "client_id needs 1 to 128 characters.") }
+            guard !cid.isEmpty, cid.count <= 128, Validate.fitsRaw(cid, characters: 128) else { throw APIError.badRequest("invalid_client_id", "client_id needs 1 to 128 characters.") }
         }
         try RateLimiter(redis: ctx.services.redis).reserve(sendLimit, me)
         // No lookup before the insert: the unique {room_id, author_id, client_id} index
@@ -221,7 +222,7 @@ public struct MessageRoutes: Sendable {
     func search(_ ctx: RequestContext) throws -> HTTPReply {
         let q = ctx.request.queryItems
         let text = (q["q"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !text.isEmpty, text.count <= 200 else { throw APIError.badRequest("invalid_query", "Search for 1 to 200 characters.") }
+        guard Validate.fitsRaw(q["q"] ?? "", characters: 200), !text.isEmpty, text.count <= 200 else { throw APIError.badRequest("invalid_query", "Search for 1 to 200 characters.") }
         var rooms = try RoomStore(db: ctx.services.postgres).roomIDs(of: try ctx.user.userID)
         if let rid = q["room_id"] { rooms = rooms.filter { $0 == rid.lowercased() } }
         struct Reply: Encodable { let messages: [Message] }

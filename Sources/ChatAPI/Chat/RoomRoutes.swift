@@ -104,7 +104,7 @@ public struct RoomRoutes: Sendable {
 
     static func roomName(_ raw: String) throws(APIError) -> String {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !name.isEmpty, name.count <= 100, !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard Validate.fitsRaw(raw, characters: 100), !name.isEmpty, name.count <= 100, !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw APIError.badRequest("invalid_room_name", "The room name needs 1 to 100 characters.")
         }
         return name
@@ -131,7 +131,7 @@ public struct RoomRoutes: Sendable {
     func directory(_ ctx: RequestContext) throws -> HTTPReply {
         let q = ctx.request.queryItems
         let query = (q["q"] ?? "").trimmingCharacters(in: .whitespaces)
-        guard query.count <= 100 else { throw APIError.badRequest("invalid_query", "The search text is too long.") }
+        guard Validate.fitsRaw(q["q"] ?? "", characters: 100), query.count <= 100 else { throw APIError.badRequest("invalid_query", "The search text is too long.") }
         var limit = 50
         if let raw = q["limit"] {
             guard let n = Int(raw), (1...100).contains(n) else { throw APIError.badRequest("invalid_limit", "limit must be 1 to 100.") }
@@ -243,7 +243,7 @@ public struct RoomRoutes: Sendable {
 
     func searchUsers(_ ctx: RequestContext) throws -> HTTPReply {
         let q = (ctx.request.queryItems["q"] ?? "").trimmingCharacters(in: .whitespaces).lowercased()
-        guard q.count >= 2, q.count <= 100 else { throw APIError.badRequest("invalid_query", "Type at least 2 characters.") }
+        guard Validate.fitsRaw(ctx.request.queryItems["q"] ?? "", characters: 100), q.count >= 2, q.count <= 100 else { throw APIError.badRequest("invalid_query", "Type at least 2 characters.") }
         let pattern = q.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
             .replacingOccurrences(of: "_", with: "\\_") + "%"
         struct Item: Encodable { let id: String; let display_name: String }
