@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 STACK := scripts/stack.sh
 
-.PHONY: setup build run stop status test unit bench clean
+.PHONY: setup build run stop status test unit bench fuzz soak clean
 
 setup:
 	@$(STACK) setup
@@ -34,6 +34,12 @@ unit:
 
 test: build
 	@scripts/test.sh
+
+# The long schemathesis run (make test runs 25 examples per operation): its own stack,
+# 200 examples per operation, fuzzing and the stateful phase repeated for 10 minutes per run.
+fuzz: build
+	@SCHEMATHESIS_MAX_EXAMPLES=$${SCHEMATHESIS_MAX_EXAMPLES:-200} SCHEMATHESIS_MAX_TIME=$${SCHEMATHESIS_MAX_TIME:-600} \
+	  SKIP_UNIT=1 PYTEST_TIMEOUT=3600 PYTEST_ARGS="Tests/integration/test_97_schemathesis.py" scripts/test.sh
 
 bench: build
 	@if [ -f bench/run.sh ]; then bash bench/run.sh; else echo "no bench/run.sh yet"; fi
