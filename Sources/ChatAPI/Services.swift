@@ -19,7 +19,11 @@ public final class ThreadServices: @unchecked Sendable {
         self.settings = settings
         self.postgres = PostgresConnection(conninfo: settings.pgConninfo)
         self.redis = RedisConnection(settings: settings)
-        self.amqp = try AMQPConnection(url: settings.amqpURL, confirms: true)
+        // No heartbeats: a FastCGI thread spends its idle time blocked in accept and cannot
+        // answer them, so the broker would close every idle connection after 2 x 30 s and
+        // the next send would pay a reconnect. A connection that did die is found on use
+        // (AMQPConnection reopens it once and retries the publish).
+        self.amqp = try AMQPConnection(url: settings.amqpURL, confirms: true, heartbeatSeconds: 0)
         self.mongo = mongo
         self.sessions = SessionStore(redis: redis, ttlSeconds: sessionTTL)
         self.jwt = JWTSigner(secret: settings.jwtSecret)

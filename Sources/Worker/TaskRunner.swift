@@ -26,7 +26,9 @@ final class TaskRunner {
         self.prefetch = prefetch
         self.handle = handle
         consumer = try AMQPConnection(url: amqpURL, confirms: false, heartbeatSeconds: 30)
-        publisher = try AMQPConnection(url: amqpURL, confirms: true, heartbeatSeconds: 30)
+        // Heartbeats only on the consumer: the publisher idles between retries and cannot answer
+        // them (the broker would drop it every minute); a dead publisher is reopened on use.
+        publisher = try AMQPConnection(url: amqpURL, confirms: true, heartbeatSeconds: 0)
         consumer.onConnect = { [queue, prefetch] c in
             try queue.declare(on: c)
             try c.qos(prefetch: prefetch)

@@ -232,6 +232,12 @@ public final class PostgresConnection: @unchecked Sendable {
                 close()
                 throw DependencyError(.postgresql, "\(state): \(field(UInt8(ascii: "M")))")
             }
+            // 57014 (statement timeout) and 55P03 (lock not available): the server is too
+            // busy to answer in time. The connection is fine (the caller's ROLLBACK clears the
+            // transaction); the client gets 503 postgresql_unavailable with Retry-After, not 500.
+            if state == "57014" || state == "55P03" {
+                throw DependencyError(.postgresql, "\(state): \(field(UInt8(ascii: "M")))")
+            }
             throw PostgresError(sqlState: state.isEmpty ? "XX000" : state, message: field(UInt8(ascii: "M")))
         }
     }
