@@ -12,6 +12,11 @@ renamed into place, so a reader never sees a half-written message.
 Any recipient in the domain ``reject.test`` is refused with
 ``550 5.1.1 mailbox unavailable``: tests use it to make an email task fail on purpose.
 
+A message to the domain ``slow.test`` is answered only after SLOW_SECONDS: the sink first
+appends the recipients to ``.attempts/<recipient>`` in the folder (one line per DATA), so a
+test can kill the Worker while it waits for the answer. A message whose client went away
+during the wait is not stored (no 250 was ever sent for it).
+
 Run with the project's venv (aiosmtpd):
     .venv/bin/python scripts/smtp_sink.py --host 127.0.0.1 --port 2525 --maildir DIR
 """
@@ -31,6 +36,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 REJECTED_DOMAIN = "reject.test"
 REJECT_REPLY = "550 5.1.1 mailbox unavailable"
+SLOW_DOMAIN = "slow.test"
+SLOW_SECONDS = 5.0
 
 log = logging.getLogger("smtp-sink")
 
@@ -55,6 +62,17 @@ class MaildirSink:
         raw = envelope.original_content
         if raw is None:  # only when decode_data=True, which this sink does not use
             raw = envelope.content if isinstance(envelope.content, bytes) else b""
+        slow = [a for a in envelope.rcpt_tos if a.rpartition("@")[2].strip(">").lower() == SLOW_DOMAIN]
+        if slow:
+            attempts = self.maildir / ".attempts"
+            attempts.mkdir(exist_ok=True)
+            for address in slow:
+                with open(attempts / address.strip("<>").lower(), "a") as handle:
+                    handle.write(f"{time.time():.3f}\n")
+            await asyncio.sleep(SLOW_SECONDS)
+            if server.transport is None or server.transport.is_closing():
+                log.info("client left during the slow DATA for %s: not stored", ",".join(slow))
+                return "451 4.3.0 client went away"
         path = self.store(raw)
         log.info("stored %s from=%s to=%s bytes=%d", path.name, envelope.mail_from,
                  ",".join(envelope.rcpt_tos), len(raw))
