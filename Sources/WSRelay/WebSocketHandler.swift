@@ -100,15 +100,26 @@ final class WebSocketHandler: ChannelInboundHandler {
             if frame.opcode == .connectionClose { context.close(promise: nil) }
             return
         }
+        // RFC 6455 5.1 and 5.2: a client's frames are masked, and no extension was agreed,
+        // so the reserved bits are zero. Either broken rule fails the connection (1002).
+        guard frame.maskKey != nil else { return protocolError("unmasked client frame") }
+        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else { return protocolError("reserved bits set") }
         switch frame.opcode {
         case .ping:
             send(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
         case .pong:
             break
         case .connectionClose:
+            // Echo the peer's code; a payload of one byte, a code no endpoint may send
+            // (RFC 6455 7.4) or a reason that is not UTF-8 is a protocol error.
             var data = frame.unmaskedData
-            let code = data.readWebSocketErrorCode() ?? .normalClosure
-            closeWith(code: UInt16(webSocketErrorCode: code), reason: "")
+            guard data.readableBytes != 1 else { return protocolError("bad close frame") }
+            guard let raw = data.readInteger(as: UInt16.self) else { return closeWith(code: 1000, reason: "") }
+            let valid = (1000...1003).contains(raw) || (1007...1014).contains(raw) || (3000...4999).contains(raw)
+            guard valid, String(validating: data.readableBytesView, as: UTF8.self) != nil else {
+                return protocolError("bad close code")
+            }
+            closeWith(code: raw, reason: "")
         case .text, .binary:
             if frame.fin {
                 guard fragments == nil else { return protocolError("new message inside a fragmented one") }
@@ -161,6 +172,10 @@ final class WebSocketHandler: ChannelInboundHandler {
     private func message(_ opcode: WebSocketOpcode, _ data: ByteBuffer) {
         guard data.readableBytes <= ctx.maxMessageBytes else {
             return closeWith(code: RelayCloseCode.messageTooLarge, reason: "message over 16 KiB")
+        }
+        // A text message must be UTF-8 (RFC 6455 8.1): otherwise 1007.
+        if opcode == .text, String(validating: data.readableBytesView, as: UTF8.self) == nil {
+            return closeWith(code: RelayCloseCode.invalidPayload, reason: "text frame is not UTF-8")
         }
         guard opcode == .text, let text = data.getString(at: data.readerIndex, length: data.readableBytes) else {
             if case .awaitingAuth = state { return closeWith(code: RelayCloseCode.unauthorized, reason: "the first frame must be auth") }

@@ -39,6 +39,8 @@ public enum ClientFrame: Equatable, Sendable {
 /// Close codes of the WebSocket protocol (API.md).
 public enum RelayCloseCode {
     public static let goingAway: UInt16 = 1001          // relay shutting down: reconnect elsewhere
+    public static let protocolError: UInt16 = 1002      // a frame that breaks RFC 6455
+    public static let invalidPayload: UInt16 = 1007     // a text message that is not UTF-8
     public static let messageTooLarge: UInt16 = 1009     // frame or message over 16 KiB
     public static let tryAgainLater: UInt16 = 1013       // too slow a reader: reconnect and resume
     public static let unauthorized: UInt16 = 4401        // no/bad auth, or session revoked
