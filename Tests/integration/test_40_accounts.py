@@ -101,11 +101,23 @@ def test_register_rejects_a_bad_display_name(https, name):
     ("n" * 64, "n" * 64),
     ("  " + "m" * 64 + "  ", "m" * 64),         # the limit applies after trimming
     ("é" * 64, "é" * 64),                        # characters, not bytes
+    ("e\u0301" * 64, "e\u0301" * 64),            # 64 characters of 2 scalars each
+    ("🏳️‍🌈" * 16, "🏳️‍🌈" * 16),                    # 16 characters of 4 scalars each
 ])
 def test_display_name_bounds(https, name, stored):
     r = register(https, unique_email("dnok"), PASSWORD, name)
     assert r.status_code == 201, r.text
     assert r.json()["user"]["display_name"] == stored
+
+
+@pytest.mark.parametrize("name", [
+    "a" + "\u0301" * 300,          # one character, 301 scalars: over 4 per character (256)
+    "Zalgo" + "\u0336" * 252,      # 5 characters, 257 scalars
+    " " * 200 + "n" + " " * 56,    # 1 character after trimming, 257 scalars before
+])
+def test_display_name_raw_length_is_bounded_too(https, name):
+    r = register(https, unique_email("dnraw"), PASSWORD, name)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_display_name", r.text
 
 
 @pytest.mark.parametrize("path", ["/api/auth/register", "/api/auth/login"])
