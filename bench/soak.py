@@ -32,7 +32,7 @@ saturation; this client itself needs only a few % of a core, printed with the re
   rooms      GET /api/rooms (the caller's rooms must be exactly its rooms), GET .../members
   reconnect  a live socket is closed by the client (1000), reconnected through nginx (wss),
              authenticated, and resumes: each room's last_seq in ready is compared with the
-             highest seq held and the difference fetched with GET ...?after_seq= (paged)
+             highest seq held without a gap and the difference fetched with GET ...?after_seq=
 WebSocket: every user holds a socket through nginx (some core users a second one, "another
 tab"), answers pings and records every message.created.
 
@@ -658,16 +658,22 @@ class Soak:
         return True
 
     async def resume(self, slot: Slot, c: Conn):
-        """Fetches what the slot missed: for each room of ready, after_seq = highest seq held."""
+        """Fetches what the slot missed: for each room of ready, after_seq = the highest seq
+        held without a gap below it."""
         t0 = time.monotonic()
         self.absorb(slot, exclude=c)  # what the client held before this socket came up
         for rid, last in c.ready_rooms.items():
             held = slot.held.setdefault(rid, set())
             if slot.user.kind == "core":
-                have = max(held) if held else slot.start.get(rid, 0)
+                base = slot.start.get(rid, 0)
             else:  # a churn user holds nothing of a room it joined since: the newest page
-                have = max(held) if held else max(0, last - 100)
-                slot.start.setdefault(rid, have)
+                base = slot.start.setdefault(rid, max(0, last - 100) if not held else min(held) - 1)
+            # Resume after the highest *contiguous* seq held, not the highest held: another
+            # socket of the same user (a second tab, itself resuming) may already hold live
+            # events past a seq its own fetch has not brought yet.
+            have = base
+            while have + 1 in held:
+                have += 1
             cursor = have
             for _ in range(1000):
                 if cursor >= last:

@@ -858,7 +858,7 @@ render_nginx() {
     "FCGI_SERVERS=${fcgi%$'\n'}" "RELAY_SERVERS=${relay%$'\n'}" \
     "HTTP_LISTEN=    listen 127.0.0.1:${PORT[HTTP_PORT]};" \
     "HTTPS_LISTEN=    listen 127.0.0.1:${PORT[HTTPS_PORT]} ssl http2;" \
-    "SERVER_NAME=localhost 127.0.0.1" "HTTPS_PORT_SUFFIX=$suffix" \
+    "SERVER_NAME=localhost 127.0.0.1" "PUBLIC_HOST=127.0.0.1" "HTTPS_PORT_SUFFIX=$suffix" \
     "TLS_CERT=$TLS_DIR/cert.pem" "TLS_KEY=$TLS_DIR/key.pem" "SPA_ROOT=$(spa_root)" \
     >"$NGINX_PREFIX/swiftchat.site.tmp"
   render_template "$REPO_ROOT/nginx/stack-nginx.conf.template" \
@@ -1149,7 +1149,7 @@ cmd_render_site() {
     listen [::]:80;" \
       "HTTPS_LISTEN=    listen 443 ssl http2;
     listen [::]:443 ssl http2;" \
-      "SERVER_NAME=chat.example.org" "HTTPS_PORT_SUFFIX=" \
+      "SERVER_NAME=chat.example.org" "PUBLIC_HOST=chat.example.org" "HTTPS_PORT_SUFFIX=" \
       "TLS_CERT=/etc/ssl/swiftchat/fullchain.pem" "TLS_KEY=/etc/ssl/swiftchat/privkey.pem" \
       "SPA_ROOT=/usr/share/swiftchat/web"
   } >"$out.tmp"

@@ -222,7 +222,9 @@ public struct MessageRoutes: Sendable {
     func search(_ ctx: RequestContext) throws -> HTTPReply {
         let q = ctx.request.queryItems
         let text = (q["q"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard Validate.fitsRaw(q["q"] ?? "", characters: 200), !text.isEmpty, text.count <= 200 else { throw APIError.badRequest("invalid_query", "Search for 1 to 200 characters.") }
+        // U+0000 cannot be stored in a BSON regex (libmongoc refuses the document).
+        guard Validate.fitsRaw(q["q"] ?? "", characters: 200), !text.isEmpty, text.count <= 200,
+              !text.unicodeScalars.contains("\u{0}") else { throw APIError.badRequest("invalid_query", "Search for 1 to 200 characters.") }
         var rooms = try RoomStore(db: ctx.services.postgres).roomIDs(of: try ctx.user.userID)
         if let rid = q["room_id"] { rooms = rooms.filter { $0 == rid.lowercased() } }
         struct Reply: Encodable { let messages: [Message] }
