@@ -7,8 +7,8 @@
 #
 #   scripts/deb-build.sh
 #
-# Environment: DEB_COMPRESSION (xz by default, the smallest; zstd builds in seconds instead
-# of minutes), DEB_VERSION (default: the top of debian/changelog; e.g. 0.2.0 from a v0.2.0
+# Environment: DEB_COMPRESSION (xz by default, the smallest; gzip takes ~30 s instead of
+# minutes, for checks), DEB_VERSION (default: the top of debian/changelog; e.g. 0.2.0 from a v0.2.0
 # tag, or 0.1.0~prev for the upgrade test), DEB_OUT_DIR (default dist), DEB_STAGE_DIR
 # (default dist/build; its SwiftPM folder .build-deb is kept between builds, so a rebuild
 # is incremental). Needs: swift (PATH or /opt/swift/usr/bin), dpkg-dev, debhelper, rsync

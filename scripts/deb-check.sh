@@ -15,9 +15,9 @@
 #     --build      run scripts/deb-build.sh first (make deb)
 #     --quick      lintian and systemd-analyze only (about a minute)
 #     --deb F      the package to check (default dist/swiftchat_<changelog version>_<arch>.deb)
-#     --prev-deb F the package to upgrade from (default: dist/prev/..., the same tree built
-#                  as <version>~prev, built when missing; give a released .deb to test a
-#                  real upgrade)
+#     --prev-deb F the package to upgrade from (default: dist/prev/..., this tree built as
+#                  <changelog version>~prev, built when missing; give the last released
+#                  .deb to test a real upgrade)
 #     --keep       keep the chroot (its path is printed)
 #
 # Needs root (debootstrap, chroot), lintian, debootstrap, systemd (systemd-analyze) and the
@@ -49,7 +49,7 @@ SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
 CACHE=${DEB_CHECK_CACHE:-$REPO_ROOT/.deb-cache}
 ARCH=$(dpkg --print-architecture)
-VERSION=$(dpkg-parsechangelog -l debian/changelog -S Version)
+CHANGELOG_VERSION=$(dpkg-parsechangelog -l debian/changelog -S Version)
 FAILS=0
 T0=$SECONDS
 
@@ -68,9 +68,10 @@ step_time() { printf '  (%s: %d s)\n' "$1" $((SECONDS - $2)); }
 if ((BUILD)); then
   scripts/deb-build.sh
 fi
-[[ -n $DEB ]] || DEB=dist/swiftchat_${VERSION}_${ARCH}.deb
+[[ -n $DEB ]] || DEB=dist/swiftchat_${CHANGELOG_VERSION}_${ARCH}.deb
 [[ -f $DEB ]] || die "$DEB not found: run make deb first (or --build)"
 DEB=$(realpath "$DEB")
+VERSION=$(dpkg-deb -f "$DEB" Version)
 say "checking $DEB ($(du -h "$DEB" | cut -f1); installed $(dpkg-deb -f "$DEB" Installed-Size) KiB)"
 
 # ------------------------------------------------------------------------ lintian
@@ -142,10 +143,10 @@ fi
 command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
 
 if [[ -z $PREV_DEB ]]; then
-  PREV_DEB=dist/prev/swiftchat_${VERSION}~prev_${ARCH}.deb
+  PREV_DEB=dist/prev/swiftchat_${CHANGELOG_VERSION}~prev_${ARCH}.deb
   if [[ ! -f $PREV_DEB ]]; then
-    say "no previous build: building this tree as ${VERSION}~prev"
-    DEB_VERSION=${VERSION}~prev DEB_OUT_DIR=dist/prev DEB_COMPRESSION=${DEB_COMPRESSION:-zstd} \
+    say "no previous build: building this tree as ${CHANGELOG_VERSION}~prev"
+    DEB_VERSION=${CHANGELOG_VERSION}~prev DEB_OUT_DIR=dist/prev DEB_COMPRESSION=${DEB_COMPRESSION:-gzip} \
       scripts/deb-build.sh
   fi
 fi
