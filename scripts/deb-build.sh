@@ -29,10 +29,26 @@ STAGE=$STAGE_PARENT/swiftchat
 say() { printf 'deb-build: %s\n' "$*"; }
 die() { printf 'deb-build: error: %s\n' "$*" >&2; exit 1; }
 
+# apt_ensure PKG...: installs what is missing (as root; otherwise says what to install).
+apt_ensure() {
+  local missing=() p
+  for p in "$@"; do
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed" ]] || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || die "missing packages: ${missing[*]} (apt-get install them)"
+  say "installing ${missing[*]}"
+  { apt-get -o DPkg::Lock::Timeout=300 update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+      --no-install-recommends "${missing[@]}"; } >/dev/null || die "apt-get install ${missing[*]} failed"
+}
+
 command -v swift >/dev/null || die "swift not found (PATH or /opt/swift/usr/bin)"
-command -v dpkg-buildpackage >/dev/null || die "dpkg-buildpackage not found (apt-get install dpkg-dev debhelper)"
-command -v dh >/dev/null || die "dh not found (apt-get install debhelper)"
-command -v rsync >/dev/null || die "rsync not found (apt-get install rsync)"
+apt_ensure dpkg-dev debhelper rsync
+# Build-Depends from debian/control (what dpkg-checkbuilddeps reports missing).
+unmet=$(dpkg-checkbuilddeps 2>&1 | sed -n 's/.*Unmet build dependencies: //p' | sed -E 's/\([^)]*\)//g; s/\| *[^ ]*//g')
+# shellcheck disable=SC2086
+[[ -z $unmet ]] || apt_ensure $unmet
 
 started=$SECONDS
 # The tracked and untracked-but-not-ignored files, plus Package.resolved (ignored by git,

@@ -10,10 +10,17 @@
 #      PREVIOUS build, upgrade to this one, remove, reinstall, purge, install again and
 #      purge again, with checks after each step; every maintainer script must succeed
 #      and nothing may be left after a purge (compared with the snapshot)
+#   4. (not with --quick or --no-services) in the same chroot, in network and PID
+#      namespaces of its own: PostgreSQL and RabbitMQ installed and running, then the
+#      package: postinst must create the PostgreSQL role and database and the RabbitMQ
+#      user (with the password of AMQP_URL); FCGIApp, started as the service would be,
+#      must apply the migrations over peer authentication; a reinstall must change
+#      nothing; purge keeps the database (data, not package state)
 #
-#   scripts/deb-check.sh [--build] [--quick] [--deb FILE] [--prev-deb FILE] [--keep]
+#   scripts/deb-check.sh [--build] [--quick] [--no-services] [--deb FILE] [--prev-deb FILE] [--keep]
 #     --build      run scripts/deb-build.sh first (make deb)
-#     --quick      lintian and systemd-analyze only (about a minute)
+#     --quick      lintian and systemd-analyze only (about 30 s)
+#     --no-services  skip step 4 (it downloads PostgreSQL and RabbitMQ into the chroot)
 #     --deb F      the package to check (default dist/swiftchat_<changelog version>_<arch>.deb)
 #     --prev-deb F the package to upgrade from (default: dist/prev/..., this tree built as
 #                  <changelog version>~prev, built when missing; give the last released
@@ -30,12 +37,13 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
 export PATH=$PATH:/opt/swift/usr/bin
 
-BUILD=0 QUICK=0 KEEP=0 DEB="" PREV_DEB=""
+BUILD=0 QUICK=0 KEEP=0 SERVICES=1 DEB="" PREV_DEB=""
 while (($#)); do
   case $1 in
     --build) BUILD=1 ;;
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
+    --no-services) SERVICES=0 ;;
     --deb) DEB=$2; shift ;;
     --prev-deb) PREV_DEB=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
@@ -75,9 +83,24 @@ VERSION=$(dpkg-deb -f "$DEB" Version)
 say "checking $DEB ($(du -h "$DEB" | cut -f1); installed $(dpkg-deb -f "$DEB" Installed-Size) KiB)"
 
 # ------------------------------------------------------------------------ lintian
+# apt_ensure PKG...: installs what is missing (as root; otherwise says what to install).
+apt_ensure() {
+  local missing=() p
+  for p in "$@"; do
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed" ]] || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || die "missing packages: ${missing[*]} (apt-get install them)"
+  say "installing ${missing[*]}"
+  { apt-get -o DPkg::Lock::Timeout=300 update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+      --no-install-recommends "${missing[@]}"; } >/dev/null || die "apt-get install ${missing[*]} failed"
+}
+apt_ensure lintian systemd
+((QUICK)) || apt_ensure debootstrap
+
 lintian_check() {
   local t=$SECONDS changes=${DEB%.deb}.changes target out
-  command -v lintian >/dev/null || die "lintian not found (apt-get install lintian)"
   target=$DEB
   [[ -f $changes ]] && target=$changes
   say "lintian $(basename "$target")"
@@ -389,5 +412,31 @@ run_step purge-fresh apt_in_root purge swiftchat
 compare_snapshot "after the second purge"
 
 say "chroot cycle: $((SECONDS - t)) s after the base system was ready"
+
+# ---- 7. with PostgreSQL and RabbitMQ running on the host (the chroot)
+if ((SERVICES)); then
+  t=$SECONDS
+  say "chroot: PostgreSQL and RabbitMQ running, then install $VERSION"
+  cp "$REPO_ROOT/scripts/deb-check-services.sh" "$ROOT/tmp/services-check.sh"
+  # Downloaded here: the scenario's network namespace has no way out.
+  run_step download-services apt_in_root install --download-only postgresql rabbitmq-server
+  # Own network namespace (only its loopback: no port of this machine is touched) and
+  # PID namespace (every daemon started inside dies with it).
+  rc=0
+  unshare --mount --propagation private --net --pid --fork /bin/sh -c '
+    r=$1; c=$2
+    ip link set lo up &&
+    mount -t proc proc "$r/proc" && mount -t sysfs sysfs "$r/sys" &&
+    mount --rbind /dev "$r/dev" && mount --bind "$c" "$r/var/cache/apt/archives" &&
+    chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 HOME=/root /bin/bash /tmp/services-check.sh' \
+    sh "$ROOT" "$CACHE/archives" </dev/null >"$WORK/services.log" 2>&1 || rc=$?
+  grep -E '^  (ok|FAIL) ' "$WORK/services.log" || true
+  if ((rc != 0)) || grep -q '^  FAIL ' "$WORK/services.log"; then
+    grep -vE '^  (ok|FAIL) ' "$WORK/services.log" | tail -n 40 | sed 's/^/    | /'
+    bad "services scenario (exit $rc)"
+  fi
+  step_time "services scenario" "$t"
+fi
 ((FAILS == 0)) || die "$FAILS check(s) failed"
 say "all checks passed ($((SECONDS - T0)) s)"
