@@ -52,6 +52,6 @@ deb:
 	@scripts/deb-build.sh
 
 # lintian, systemd-analyze verify, and the install/upgrade/remove/purge cycle in a clean
-# Debian 12 chroot (root; a mirror; about 5 min with .deb-cache/, more without).
+# Debian 12 chroot (root; a Debian mirror; ~3 min with .deb-cache/, ~5 without, plus the build).
 deb-check: deb
 	@scripts/deb-check.sh
