@@ -1,6 +1,8 @@
 # swiftchat: one entry point for setting up, building, running and testing.
 #   make run    set up, build, and start the whole local stack (.run/dev); prints its URLs
-#   make test   set up, build, unit tests, then the integration suite against .run/test
+#   make test   set up, build, unit tests, the integration suite against .run/test, then
+#               the Debian package built and checked (lintian, systemd-analyze verify, and
+#               install/upgrade/remove/purge in a clean Debian 12 chroot)
 #   make stop   stop every local stack under .run/
 SHELL := /bin/bash
 STACK := scripts/stack.sh
@@ -34,6 +36,7 @@ unit:
 
 test: build
 	@scripts/test.sh
+	@DEB_COMPRESSION=gzip scripts/deb-check.sh --build
 
 # The long schemathesis run (make test runs 25 examples per operation): its own stack,
 # 200 examples per operation, fuzzing and the stateful phase repeated for 10 minutes per run.
