@@ -678,9 +678,21 @@ class Soak:
             for _ in range(1000):
                 if cursor >= last:
                     break
-                ok, _, data, _, _ = await self.call("resume (GET after_seq)", "GET",
-                                                    f"/api/rooms/{rid}/messages?after_seq={cursor}&limit=100", slot.token)
+                churn = slot.user.kind != "core"
+                ok, status, data, _, _ = await self.call("resume (GET after_seq)", "GET",
+                                                         f"/api/rooms/{rid}/messages?after_seq={cursor}&limit=100",
+                                                         slot.token, expect=(200, 403) if churn else (200,))
                 if not ok:
+                    break
+                if status == 403:
+                    # A churn user that left (or was removed from) the room after ready listed
+                    # it: the leave is in flight (busy) or ended after ready. Anything else is
+                    # an error.
+                    code = (data or {}).get("error", {}).get("code") if isinstance(data, dict) else None
+                    left = any(kind == "leave" and t1 >= (c.t_ready or 0)
+                               for kind, _, t1 in self.membership.get((slot.user.id, rid), []))
+                    self.check(code == "not_a_member" and (slot.user.busy or left),
+                               "resume (GET after_seq): 403 without a leave", f"room {rid}: {str(data)[:200]}")
                     break
                 msgs = data.get("messages", [])
                 for m in msgs:

@@ -160,3 +160,18 @@ import Testing
         #expect(EmailTemplates.render(EmailTask(id: "t", kind: "nope", to: "a@b.org"), publicURL: "https://c.org") == nil)
     }
 }
+
+@Suite struct LengthBoundTests {
+    @Test func rawBoundIsFourScalarsPerCharacter() {
+        #expect(Validate.fitsRaw(String(repeating: "a", count: 256), characters: 64))
+        #expect(!Validate.fitsRaw(String(repeating: "a", count: 257), characters: 64))
+        // One character of many combining marks is counted by its scalars.
+        #expect(!Validate.fitsRaw("a" + String(repeating: "\u{0301}", count: 300), characters: 64))
+    }
+
+    @Test func displayNameNeedsBothBounds() throws {
+        #expect(try Validate.displayName(String(repeating: "e\u{0301}", count: 64)).count == 64)
+        #expect(throws: APIError.self) { try Validate.displayName("Z" + String(repeating: "\u{0336}", count: 300)) }
+        #expect(throws: APIError.self) { try Validate.displayName(String(repeating: " ", count: 300) + "n") }
+    }
+}
