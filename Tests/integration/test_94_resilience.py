@@ -296,6 +296,7 @@ def test_killed_pool_process_under_load_nginx_keeps_serving(https, new_user, sta
             except requests.RequestException as exc:
                 pings.append(repr(exc))
             i += 1
+            time.sleep(0.1)  # about 8 sends/s per sender: well under the 200 per 10 s limit
         session.close()
 
     threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(4)]
