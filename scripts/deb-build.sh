@@ -29,19 +29,8 @@ STAGE=$STAGE_PARENT/swiftchat
 say() { printf 'deb-build: %s\n' "$*"; }
 die() { printf 'deb-build: error: %s\n' "$*" >&2; exit 1; }
 
-# apt_ensure PKG...: installs what is missing (as root; otherwise says what to install).
-apt_ensure() {
-  local missing=() p
-  for p in "$@"; do
-    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed" ]] || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  ((EUID == 0)) || die "missing packages: ${missing[*]} (apt-get install them)"
-  say "installing ${missing[*]}"
-  { apt-get -o DPkg::Lock::Timeout=300 update -q &&
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
-      --no-install-recommends "${missing[@]}"; } >/dev/null || die "apt-get install ${missing[*]} failed"
-}
+# apt_ensure PKG...: installs what is missing (scripts/apt-ensure.sh; uses say and die).
+source "$REPO_ROOT/scripts/apt-ensure.sh"
 
 command -v swift >/dev/null || die "swift not found (PATH or /opt/swift/usr/bin)"
 apt_ensure dpkg-dev debhelper rsync

@@ -83,19 +83,8 @@ VERSION=$(dpkg-deb -f "$DEB" Version)
 say "checking $DEB ($(du -h "$DEB" | cut -f1); installed $(dpkg-deb -f "$DEB" Installed-Size) KiB)"
 
 # ------------------------------------------------------------------------ lintian
-# apt_ensure PKG...: installs what is missing (as root; otherwise says what to install).
-apt_ensure() {
-  local missing=() p
-  for p in "$@"; do
-    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed" ]] || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  ((EUID == 0)) || die "missing packages: ${missing[*]} (apt-get install them)"
-  say "installing ${missing[*]}"
-  { apt-get -o DPkg::Lock::Timeout=300 update -q &&
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
-      --no-install-recommends "${missing[@]}"; } >/dev/null || die "apt-get install ${missing[*]} failed"
-}
+# apt_ensure PKG...: installs what is missing (scripts/apt-ensure.sh; uses say and die).
+source "$REPO_ROOT/scripts/apt-ensure.sh"
 apt_ensure lintian systemd
 ((QUICK)) || apt_ensure debootstrap
 
