@@ -108,6 +108,36 @@ class Holder:
             self.resume(https, connect(self.user, relay=1, label=f"{self.name}-r{self.reconnects + 1}"))
 
 
+def step_all(holders, https, connect) -> None:
+    for holder in holders:
+        holder.step(https, connect)
+
+
+def catch_up(holders, https, connect, last: int, timeout: float) -> None:
+    """Steps every holder until each holds seq `last` on an open socket (or the time is
+    up), then drains what is still queued for them."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not all(h.top() >= last and not h.client.closed for h in holders):
+        step_all(holders, https, connect)
+    for holder in holders:
+        holder.client.sync()
+        holder.absorb()
+
+
+def assert_each_holds_exactly_once(holders, stored: list[dict], room_id: str) -> None:
+    """Every holder holds exactly the stored messages, and no socket got one twice."""
+    expected = [(m["seq"], m["id"]) for m in stored]
+    for holder in holders:
+        got = [(seq, holder.held[seq]["id"]) for seq in sorted(holder.held)]
+        assert got == expected, f"{holder.name} (reconnects {holder.reconnects}) holds a different set: " \
+                                f"missing {sorted(set(expected) - set(got))}, extra {sorted(set(got) - set(expected))}"
+        for client in holder.sockets:
+            counts = collections.Counter(f["message"]["id"] for f in client.frames
+                                         if f.get("type") == "message.created" and f.get("room_id") == room_id)
+            twice = [mid for mid, n in counts.items() if n > 1]
+            assert not twice, f"{client.label} got {twice} more than once"
+
+
 def test_relay_killed_mid_stream_clients_resume_on_the_other_relay(https, new_user, chat_ws, stack, stack_ctl,
                                                                   wait_until):
     ports = relay_ports(stack)
@@ -158,26 +188,18 @@ def test_relay_killed_mid_stream_clients_resume_on_the_other_relay(https, new_us
     killed = False
     try:
         while not halfway.is_set():
-            for holder in holders:
-                holder.step(https, chat_ws)
+            step_all(holders, https, chat_ws)
         stack_ctl("kill-service", "relay-1")
         killed = True
         deadline = time.monotonic() + 120
         while thread.is_alive() and time.monotonic() < deadline:
-            for holder in holders:
-                holder.step(https, chat_ws)
+            step_all(holders, https, chat_ws)
         thread.join(timeout=1)
         assert not thread.is_alive(), "the sender did not finish"
         assert len(sent) == total, f"sent {len(sent)} of {total}; failures: {failures[-5:]}"
         last = max(m["seq"] for m in sent)
         # Everyone catches up from live events (the relay-1 clients resumed on relay 2).
-        end = time.monotonic() + 10
-        while time.monotonic() < end and not all(h.top() >= last and not h.client.closed for h in holders):
-            for holder in holders:
-                holder.step(https, chat_ws)
-        for holder in holders:
-            holder.client.sync()
-            holder.absorb()
+        catch_up(holders, https, chat_ws, last, timeout=10)
     finally:
         if killed:
             stack_ctl("start-service", "relay-1")
@@ -188,16 +210,6 @@ def test_relay_killed_mid_stream_clients_resume_on_the_other_relay(https, new_us
     assert sorted(m["client_id"] for m in stored) == sorted(f"stream-{i}" for i in range(total)), \
         "a retried send was stored twice or lost"
     assert {m["id"] for m in sent} == {m["id"] for m in stored}
-    expected = [(m["seq"], m["id"]) for m in stored]
-    for holder in holders:
-        got = [(seq, holder.held[seq]["id"]) for seq in sorted(holder.held)]
-        assert got == expected, f"{holder.name} (reconnects {holder.reconnects}) holds a different set: " \
-                                f"missing {sorted(set(expected) - set(got))}, extra {sorted(set(got) - set(expected))}"
-        # No socket delivered one message twice.
-        for client in holder.sockets:
-            counts = collections.Counter(f["message"]["id"] for f in client.frames
-                                         if f.get("type") == "message.created" and f.get("room_id") == rid)
-            twice = [mid for mid, n in counts.items() if n > 1]
-            assert not twice, f"{client.label} got {twice} more than once"
+    assert_each_holds_exactly_once(holders, stored, rid)
     # The relay-1 clients did lose their relay (else this test proved nothing).
     assert holders[0].reconnects >= 1 and holders[1].reconnects >= 1, [(h.name, h.reconnects) for h in holders]

@@ -20,7 +20,6 @@ test_killed_pool_process_under_load_nginx_keeps_serving below.)
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 import uuid
@@ -30,9 +29,9 @@ import pytest
 import requests
 
 from accounts import expect_error, login, register, unique_email, verify, verify_link
-from chat import (chat_ws, create_room, fetch_after, fresh_session, get_room_ok,  # noqa: F401
+from chat import (chat_ws, create_room, fetch_after, fresh_session,  # noqa: F401
                   history_ok, join_ok, new_user, send, send_ok)
-from test_92_chat_faults import Holder
+from test_92_chat_faults import Holder, assert_each_holds_exactly_once, catch_up, step_all
 
 DEPENDENCY_CODES = {"rabbitmq_unavailable", "postgresql_unavailable", "mongodb_unavailable", "redis_unavailable"}
 
@@ -111,15 +110,13 @@ def test_rabbitmq_restart_during_a_stream_of_sends_loses_nothing_acknowledged(
     restarted = False
     try:
         while not third.is_set():
-            for holder in holders:
-                holder.step(https, chat_ws)
+            step_all(holders, https, chat_ws)
         stack_ctl("stop-service", "rabbitmq")
         restarted = True
         down_from = time.monotonic()
         down_until = time.monotonic() + 3
         while time.monotonic() < down_until:
-            for holder in holders:
-                holder.step(https, chat_ws)
+            step_all(holders, https, chat_ws)
     finally:
         if restarted:
             down_to = time.monotonic()  # start-service returns once the broker listens again
@@ -128,24 +125,16 @@ def test_rabbitmq_restart_during_a_stream_of_sends_loses_nothing_acknowledged(
     after = len(acknowledged)
     deadline = time.monotonic() + 180
     while len(acknowledged) < after + 20 and thread.is_alive() and time.monotonic() < deadline:
-        for holder in holders:
-            holder.step(https, chat_ws)
+        step_all(holders, https, chat_ws)
     finish.set()
     deadline = time.monotonic() + 60
     while thread.is_alive() and time.monotonic() < deadline:
-        for holder in holders:
-            holder.step(https, chat_ws)
+        step_all(holders, https, chat_ws)
     thread.join(timeout=1)
     assert not thread.is_alive(), "the sender did not finish"
     total = len(acknowledged)
     last = max(m["seq"] for m in acknowledged)
-    end = time.monotonic() + 15
-    while time.monotonic() < end and not all(h.top() >= last and not h.client.closed for h in holders):
-        for holder in holders:
-            holder.step(https, chat_ws)
-    for holder in holders:
-        holder.client.sync()
-        holder.absorb()
+    catch_up(holders, https, chat_ws, last, timeout=15)
 
     # Sends went on while the broker was down (else this proved nothing). A message is
     # stored before its event is published and a failed publish does not fail the send
@@ -163,14 +152,8 @@ def test_rabbitmq_restart_during_a_stream_of_sends_loses_nothing_acknowledged(
     assert [m["seq"] for m in stored] == list(range(1, total + 1)), [m["seq"] for m in stored]
     assert sorted(m["client_id"] for m in stored) == sorted(f"amqp-{i}" for i in range(total))
     assert {m["id"] for m in acknowledged} == {m["id"] for m in stored}
-    expected = [(m["seq"], m["id"]) for m in stored]
+    assert_each_holds_exactly_once(holders, stored, rid)
     for holder in holders:
-        got = [(seq, holder.held[seq]["id"]) for seq in sorted(holder.held)]
-        assert got == expected, f"{holder.name}: missing {sorted(set(expected) - set(got))}"
-        for client in holder.sockets:
-            counts = collections.Counter(f["message"]["id"] for f in client.frames
-                                         if f.get("type") == "message.created" and f.get("room_id") == rid)
-            assert not [m for m, n in counts.items() if n > 1], f"{client.label} got a message twice"
         # The relays told their sockets to resume (1012), or refused them while down (1013).
         assert holder.reconnects >= 1 and set(holder.close_codes) <= {1012, 1013, 1006, None}, \
             (holder.name, holder.close_codes)
