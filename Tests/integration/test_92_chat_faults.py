@@ -1,5 +1,6 @@
 """Chat under faults (after the other tests: files run in name order): MongoDB down while
-sending (503, no seq burned, the next message gets exactly last_seq + 1), and a relay
+sending (503, no seq burned, the next message gets exactly last_seq + 1), a seq counter
+behind the stored messages (PostgreSQL lost commits: adopted by the next send), and a relay
 killed with SIGKILL in the middle of a stream of messages (clients reconnect to the other
 relay, resume with after_seq, and end up with every stored message exactly once)."""
 
@@ -50,6 +51,32 @@ def test_mongodb_down_send_is_503_and_burns_no_seq(https, new_user, stack_ctl, w
     assert [m["seq"] for m in stored] == [1, 2, 3, 4]
     assert [m["id"] for m in stored if m["client_id"] == cid] == [message["id"]]
     assert send_ok(https, alice, room["id"], "and on")["seq"] == 5
+
+
+# --- PostgreSQL lost its last commits ------------------------------------------------------
+
+def test_counter_behind_stored_seqs_is_adopted_on_the_next_send(https, new_user, pg_conn):
+    """The send transaction commits asynchronously (MongoDB holds the message durably), so
+    a PostgreSQL crash can lose the last seq increments while their messages are stored.
+    Simulated here by moving the room's counter back by 3: the next send finds the stored
+    seqs, moves the counter past the highest and is stored right after it, with no 409,
+    no duplicate seq and no gap."""
+    alice = new_user("Alice")
+    room = create_room(https, alice)
+    for i in range(5):
+        send_ok(https, alice, room["id"], f"before {i}")
+    with pg_conn.cursor() as cur:
+        cur.execute("UPDATE rooms SET last_seq = last_seq - 3 WHERE id = %s RETURNING last_seq", (room["id"],))
+        assert cur.fetchone()[0] == 2
+    cid = "after-lost-commits-" + uuid.uuid4().hex
+    r = send(https, alice, room["id"], "after the lost commits", client_id=cid)
+    assert r.status_code == 201, r.text
+    assert r.json()["seq"] == 6, r.json()
+    assert get_room_ok(https, alice, room["id"])["last_seq"] == 6
+    assert send_ok(https, alice, room["id"], "and on")["seq"] == 7
+    stored = history_ok(https, alice, room["id"])["messages"]
+    assert [m["seq"] for m in stored] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m["client_id"] for m in stored].count(cid) == 1
 
 
 # --- a relay killed mid-stream -----------------------------------------------------------

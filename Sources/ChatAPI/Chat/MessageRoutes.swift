@@ -65,21 +65,34 @@ public struct MessageRoutes: Sendable {
         // No lookup before the insert: the unique {room_id, author_id, client_id} index
         // detects a retry, the transaction rolls the seq back, and the original is returned.
         switch try store(ctx, room: room, author: me, body: text, clientID: input.client_id, retryOnOrphan: true) {
-        case .stored(let m): return .json(m, status: 201)
-        case .duplicate(let m): return .json(m)
+        case .stored(_, let json): return .rawJSON(json, status: 201)
+        case .duplicate(let m): return .rawJSON(m.json)
         }
     }
 
-    enum Stored { case stored(Message), duplicate(Message) }
+    /// A new message with its API JSON (already encoded for its event), or the original of a retry.
+    enum Stored { case stored(Message, json: [UInt8]), duplicate(Message) }
 
     /// Allocates the seq and inserts the message inside one PostgreSQL transaction: the
     /// `UPDATE rooms ... RETURNING last_seq` row lock serializes the room's sends, and a
     /// failed MongoDB insert rolls the counter back, so no seq is burned or duplicated.
+    ///
+    /// The transaction commits asynchronously (no WAL flush wait): MongoDB holds the
+    /// message durably, and should PostgreSQL crash and lose the last commits, the counter
+    /// steps back below stored seqs, which the next send finds (a duplicate seq) and adopts
+    /// (see `.orphanSeq`). What such a crash can lose is a sender's read-marker move.
     func store(_ ctx: RequestContext, room: String, author: String, body: String, clientID: String?, retryOnOrphan: Bool) throws -> Stored {
         let db = ctx.services.postgres
-        enum Outcome { case ok(Message), duplicateClient, orphanSeq(Int64) }
-        let outcome: Outcome = try db.transaction { db in
-            let seq = try db.query("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq", [room]).first!.int("last_seq")
+        enum Outcome { case ok(Message, [UInt8]), duplicateClient, orphanSeq(Int64) }
+        let outcome: Outcome = try db.transaction(synchronousCommit: false) { db in
+            // One statement: the room's next seq (the row lock serializes the room's sends)
+            // and the author's read marker moved to it (sending reads up to your own message).
+            let seq = try db.query("""
+                WITH r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq),
+                     m AS (UPDATE room_members SET last_read_seq = GREATEST(last_read_seq, (SELECT last_seq FROM r))
+                           WHERE room_id = $1 AND user_id = $2)
+                SELECT last_seq FROM r
+                """, [room, author]).first!.int("last_seq")
             let now = Date()
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
             let m = Message(id: UUID().uuidString.lowercased(), room_id: room, seq: seq, author_id: author, body: body,
@@ -93,20 +106,17 @@ public struct MessageRoutes: Sendable {
                 try db.query("BEGIN")
                 return e.message.contains("client_id") || e.message.contains("room_author_client") ? .duplicateClient : .orphanSeq(seq)
             }
-            // Sending moves the author's read marker to the new message.
-            try db.query("UPDATE room_members SET last_read_seq = GREATEST(last_read_seq, $3) WHERE room_id = $1 AND user_id = $2",
-                         [room, author, seq])
             // Published while the room's row lock is held, so the room's events leave in seq
             // order (publishing after COMMIT let two concurrent sends overtake each other).
             // The message is already durable in MongoDB; should the COMMIT fail now, the
             // next send adopts its seq (see below), so what clients saw stays true.
-            chat.publish(ctx, key: "room." + room, type: "message.created", user: author,
-                         body: JSON.encode(Events.MessageEvent(type: "message.created", room_id: room, message: m)))
-            return .ok(m)
+            let json = m.json
+            chat.publish(ctx, key: "room." + room, type: "message.created", user: author, body: m.event("message.created", json: json))
+            return .ok(m, json)
         }
         switch outcome {
-        case .ok(let m):
-            return .stored(m)
+        case .ok(let m, let json):
+            return .stored(m, json: json)
         case .duplicateClient:
             guard let clientID, let original = try existing(ctx, room: room, author: author, clientID: clientID) else {
                 throw APIError.conflict("conflict", "The message could not be stored; try again.")
@@ -114,10 +124,12 @@ public struct MessageRoutes: Sendable {
             return .duplicate(original)
         case .orphanSeq(let seq):
             // A message with this seq is stored although its transaction did not commit
-            // (PostgreSQL failed after the insert). It is durable, so it counts: move the
-            // counter past it and allocate again.
-            logger.warning("orphan seq found; adopting it", metadata: ["room": "\(room)", "seq": "\(seq)"])
-            try db.query("UPDATE rooms SET last_seq = GREATEST(last_seq, $2) WHERE id = $1", [room, seq])
+            // (PostgreSQL failed after the insert, or lost its last commits in a crash).
+            // Stored messages are durable, so they count: move the counter past the room's
+            // highest stored seq and allocate again.
+            let highest = try find(ctx, ["room_id": room], options: #"{"sort": {"seq": -1}, "limit": 1}"#).first?.seq ?? seq
+            logger.warning("orphan seq found; adopting the stored seqs", metadata: ["room": "\(room)", "seq": "\(seq)", "highest": "\(highest)"])
+            try db.query("UPDATE rooms SET last_seq = GREATEST(last_seq, $2) WHERE id = $1", [room, max(seq, highest)])
             guard retryOnOrphan else { throw APIError.conflict("conflict", "The message could not be stored; try again.") }
             return try store(ctx, room: room, author: author, body: body, clientID: clientID, retryOnOrphan: false)
         }

@@ -99,6 +99,12 @@ public final class PostgresConnection: @unchecked Sendable {
     private let statementTimeoutMs: Int
     /// Inside BEGIN...COMMIT a lost connection must fail the transaction, never retry a statement.
     private var inTransaction = false
+    /// Statements with parameters are prepared once per connection (PQprepare) and run by
+    /// name (PQexecPrepared): the server parses and plans each SQL text once, not on every
+    /// call. Keyed by the SQL text; emptied with the connection. Bounded: the SQL texts are
+    /// constants of this program, but a cap keeps a mistake from growing it without limit.
+    private var prepared: [String: String] = [:]
+    static let maxPrepared = 256
 
     public init(conninfo: String, statementTimeoutMs: Int = 10_000) {
         self.conninfo = PostgresConnection.withTimeouts(conninfo)
@@ -123,6 +129,7 @@ public final class PostgresConnection: @unchecked Sendable {
     public func close() {
         if let conn { PQfinish(conn) }
         conn = nil
+        prepared.removeAll()
     }
 
     private func connection() throws -> OpaquePointer {
@@ -166,9 +173,12 @@ public final class PostgresConnection: @unchecked Sendable {
         try check(res, c)
     }
 
-    /// BEGIN ... COMMIT around `body`; ROLLBACK when it throws.
-    public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try query("BEGIN")
+    /// BEGIN ... COMMIT around `body`; ROLLBACK when it throws. `synchronousCommit: false`
+    /// commits without waiting for the WAL flush (SET LOCAL synchronous_commit = off): only
+    /// for a transaction whose loss in a server crash the caller repairs by itself.
+    public func transaction<T>(synchronousCommit: Bool = true, _ body: (PostgresConnection) throws -> T) throws -> T {
+        // One round trip either way (a constant text: the simple protocol takes both).
+        try query(synchronousCommit ? "BEGIN" : "BEGIN; SET LOCAL synchronous_commit TO off")
         inTransaction = true
         defer { inTransaction = false }
         do {
@@ -184,17 +194,47 @@ public final class PostgresConnection: @unchecked Sendable {
     /// A round trip, for health checks.
     public func ping() throws { try query("SELECT 1") }
 
+    /// The name of `sql` prepared on `c`, preparing it first if needed.
+    private func statementName(_ c: OpaquePointer, _ sql: String, parameters: Int) throws -> String {
+        if let name = prepared[sql] { return name }
+        if prepared.count >= PostgresConnection.maxPrepared {
+            if let res = PQexec(c, "DEALLOCATE ALL") { PQclear(res) }
+            prepared.removeAll()
+        }
+        let name = "s\(prepared.count + 1)"
+        guard let res = PQprepare(c, name, sql, Int32(parameters), nil) else { throw lost(c) }
+        defer { PQclear(res) }
+        try check(res, c)
+        prepared[sql] = name
+        return name
+    }
+
     private func run(_ c: OpaquePointer, _ sql: String, _ params: [(any PostgresBindable)?]) throws -> PostgresRows {
-        let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
-        defer { texts.forEach { free($0) } }
-        let res: OpaquePointer? = texts.withUnsafeBufferPointer { buf in
-            buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(texts.count, 1)) { values in
-                PQexecParams(c, sql, Int32(texts.count), nil, texts.isEmpty ? nil : values, nil, nil, 0)
+        let res: OpaquePointer?
+        if params.isEmpty {
+            // A constant statement without parameters (BEGIN, COMMIT, SELECT 1, SET ...):
+            // one simple-protocol message.
+            res = PQexec(c, sql)
+        } else {
+            let name = try statementName(c, sql, parameters: params.count)
+            let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
+            defer { texts.forEach { free($0) } }
+            res = texts.withUnsafeBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: texts.count) { values in
+                    PQexecPrepared(c, name, Int32(texts.count), values, nil, nil, 0)
+                }
             }
         }
         guard let res else { throw lost(c) }
         defer { PQclear(res) }
-        try check(res, c)
+        do {
+            try check(res, c)
+        } catch let e as PostgresError where e.sqlState == "0A000" && e.message.contains("cached plan") {
+            // A table changed under a prepared statement (a migration by a newer process):
+            // prepare again on the next call.
+            prepared.removeValue(forKey: sql)
+            throw e
+        }
         let nrows = Int(PQntuples(res)), ncols = Int(PQnfields(res))
         var columns = [String]()
         columns.reserveCapacity(ncols)
