@@ -71,15 +71,33 @@ public struct Message: Codable, Sendable, Equatable {
                        client_id: obj["client_id"] as? String)
     }
 
-    /// The stored document.
+    /// The stored document, as JSON for bson_new_from_json (which stores each number as an
+    /// int32 or int64 by its size, as before). Written by hand: it is on every send. `client_id` is left out when there is none, because the partial
+    /// unique index covers strings only.
     func document(createdMillis: Int64) -> String {
-        var obj: [String: Any] = [
-            "_id": id, "room_id": room_id, "seq": seq, "author_id": author_id, "body": body,
-            "created_at": created_at, "created_ms": createdMillis, "deleted": deleted,
-            "edited_at": edited_at ?? NSNull(), "client_id": client_id ?? NSNull(),
-        ]
-        if client_id == nil { obj.removeValue(forKey: "client_id") } // the partial unique index covers strings only
-        return String(decoding: try! JSONSerialization.data(withJSONObject: obj), as: UTF8.self)
+        var s = "{\"_id\":" + JSON.quote(id) + ",\"room_id\":" + JSON.quote(room_id)
+        s += ",\"seq\":" + String(seq) + ",\"author_id\":" + JSON.quote(author_id)
+        s += ",\"body\":" + JSON.quote(body) + ",\"created_at\":" + JSON.quote(created_at)
+        s += ",\"created_ms\":" + String(createdMillis) + ",\"deleted\":" + (deleted ? "true" : "false")
+        s += ",\"edited_at\":" + (edited_at.map(JSON.quote) ?? "null")
+        if let client_id { s += ",\"client_id\":" + JSON.quote(client_id) }
+        return s + "}"
+    }
+
+    /// The API's JSON of a message, as `encode(to:)` gives it through JSON.encode (the same
+    /// keys in the same sorted order, `edited_at` and `client_id` as null when absent),
+    /// written by hand because a send encodes it for its reply and its event.
+    var json: [UInt8] {
+        var s = "{\"author_id\":" + JSON.quote(author_id) + ",\"body\":" + JSON.quote(body)
+        s += ",\"client_id\":" + (client_id.map(JSON.quote) ?? "null") + ",\"created_at\":" + JSON.quote(created_at)
+        s += ",\"deleted\":" + (deleted ? "true" : "false") + ",\"edited_at\":" + (edited_at.map(JSON.quote) ?? "null")
+        s += ",\"id\":" + JSON.quote(id) + ",\"room_id\":" + JSON.quote(room_id) + ",\"seq\":" + String(seq) + "}"
+        return Array(s.utf8)
+    }
+
+    /// The `message.created` / `message.updated` event around `json` (see Events.MessageEvent).
+    func event(_ type: String, json: [UInt8]) -> [UInt8] {
+        Array(("{\"message\":").utf8) + json + Array((",\"room_id\":" + JSON.quote(room_id) + ",\"type\":" + JSON.quote(type) + "}").utf8)
     }
 }
 

@@ -4,7 +4,10 @@ import ChatCore
 
 /// A room as the caller may see it: private and direct rooms they are not in do not exist.
 struct RoomAccess {
-    let room: Room
+    /// The room's id and kind: what every access decision needs (GET /api/rooms/{id}
+    /// loads the whole room, with its member count, only after the check).
+    struct Ref { let id: String; let kind: String }
+    let room: Ref
     let role: String?
 
     var isMember: Bool { role != nil }
@@ -22,11 +25,14 @@ struct ChatSupport: Sendable {
 
     func access(_ ctx: RequestContext, _ raw: String? = nil) throws -> RoomAccess {
         let rid = try Validate.uuid(raw ?? ctx.param("id"), notFound: ChatSupport.roomNotFound)
-        let store = RoomStore(db: ctx.services.postgres)
-        guard let room = try store.room(rid) else { throw ChatSupport.roomNotFound }
-        let role = try store.role(rid, try ctx.user.userID)
-        if room.kind != "public" && role == nil { throw ChatSupport.roomNotFound }
-        return RoomAccess(room: room, role: role)
+        // One round trip: the room's kind and the caller's role (NULL for a non-member).
+        guard let row = try ctx.services.postgres.query("""
+            SELECT r.kind, m.role FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2
+            WHERE r.id = $1
+            """, [rid, try ctx.user.userID]).first else { throw ChatSupport.roomNotFound }
+        let kind = try row.string("kind"), role = try row.optionalString("role")
+        if kind != "public" && role == nil { throw ChatSupport.roomNotFound }
+        return RoomAccess(room: .init(id: rid, kind: kind), role: role)
     }
 
     /// Makes a new member's live sockets receive the room's very next event: every relay
@@ -92,7 +98,11 @@ public struct RoomRoutes: Sendable {
         router.add("POST", "/api/rooms", auth: .user) { try self.create($0) }
         router.add("GET", "/api/rooms", auth: .user) { try self.mine($0) }
         router.add("GET", "/api/rooms/public", auth: .user) { try self.directory($0) }
-        router.add("GET", "/api/rooms/{id}", auth: .user) { ctx in .json(try self.chat.access(ctx).room) }
+        router.add("GET", "/api/rooms/{id}", auth: .user) { ctx in
+            let access = try self.chat.access(ctx)
+            guard let room = try RoomStore(db: ctx.services.postgres).room(access.room.id) else { throw ChatSupport.roomNotFound }
+            return .json(room)
+        }
         router.add("POST", "/api/rooms/{id}/join", auth: .user) { try self.join($0) }
         router.add("POST", "/api/rooms/{id}/leave", auth: .user) { try self.leave($0) }
         router.add("GET", "/api/rooms/{id}/members", auth: .user) { try self.members($0) }

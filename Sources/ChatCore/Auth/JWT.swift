@@ -39,11 +39,14 @@ public struct JWTSigner: Sendable {
     public func verify(_ token: String, now: Int64 = Int64(Date().timeIntervalSince1970)) throws(Failure) -> Claims {
         guard token.utf8.count < 4096 else { throw .malformed }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3,
-              let headerBytes = Base64URL.decode(parts[0]),
-              let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any]
-        else { throw .malformed }
-        guard let alg = header["alg"] as? String, alg == "HS256", header["crit"] == nil else { throw .algorithm }
+        guard parts.count == 3 else { throw .malformed }
+        // The header this signer writes is accepted as is; any other is parsed and checked.
+        if parts[0] != JWTSigner.header {
+            guard let headerBytes = Base64URL.decode(parts[0]),
+                  let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any]
+            else { throw .malformed }
+            guard let alg = header["alg"] as? String, alg == "HS256", header["crit"] == nil else { throw .algorithm }
+        }
         guard let signature = Base64URL.decode(parts[2]) else { throw .malformed }
         let input = Array(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
         guard Crypto.constantTimeEqual(signature, Crypto.hmacSHA256(key: key, data: input)) else { throw .signature }
