@@ -16,10 +16,13 @@ final class RelayClient: Sendable, Hashable {
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
     }
 
-    func deliver(_ event: ByteBuffer, closeAfter: UInt16? = nil) {
-        let handler = self.handler
-        channel.eventLoop.execute { handler.value.deliver(event, closeAfter: closeAfter) }
+    /// On the client's event loop only (LoopOutbox.drain). Writes without flushing;
+    /// returns whether the socket has something to flush.
+    func writeOnLoop(_ frame: ByteBuffer, closeAfter: UInt16?) -> Bool {
+        handler.value.deliver(frame: frame, closeAfter: closeAfter)
     }
+
+    func flushOnLoop() { handler.value.flush() }
 
     func close(code: UInt16, reason: String) {
         let handler = self.handler
@@ -42,8 +45,14 @@ final class Hub: Sendable {
 
     private let state = NIOLockedValueBox(State())
     let bridge: AMQPBridge
+    private let outboxes: [ObjectIdentifier: LoopOutbox]
 
-    init(bridge: AMQPBridge) { self.bridge = bridge }
+    init(bridge: AMQPBridge, group: EventLoopGroup) {
+        self.bridge = bridge
+        var outboxes: [ObjectIdentifier: LoopOutbox] = [:]
+        for loop in group.makeIterator() { outboxes[ObjectIdentifier(loop)] = LoopOutbox(loop: loop) }
+        self.outboxes = outboxes
+    }
 
     /// Registers the client for `keys`; `done(ok, firstOfUser)` runs once the broker
     /// bindings exist.
@@ -107,10 +116,41 @@ final class Hub: Sendable {
             return Array(targets)
         }
         guard !targets.isEmpty else { return }
-        let buffer = ByteBuffer(bytes: body)
+        // The whole frame is encoded once; every socket writes the same bytes.
+        let frame = Hub.textFrame(body)
         // A session's own key carries its revocation: the event is the last frame, then 4401.
         let closeAfter: UInt16? = routingKey.hasPrefix("session.") ? RelayCloseCode.unauthorized : nil
-        for client in targets { client.deliver(buffer, closeAfter: closeAfter) }
+        // Handed to each event loop's outbox once for all of its sockets, not once per socket.
+        var byLoop: [ObjectIdentifier: [RelayClient]] = [:]
+        for client in targets { byLoop[ObjectIdentifier(client.channel.eventLoop), default: []].append(client) }
+        for (loop, clients) in byLoop {
+            if let outbox = outboxes[loop] {
+                outbox.enqueue(frame, to: clients, closeAfter: closeAfter)
+            } else {
+                // A channel on a loop outside the group: cannot happen, but never drop an event.
+                for client in clients {
+                    client.channel.eventLoop.execute { if client.writeOnLoop(frame, closeAfter: closeAfter) { client.flushOnLoop() } }
+                }
+            }
+        }
+    }
+
+    /// An unmasked, unfragmented server text frame (RFC 6455 5.2) around `payload`.
+    static func textFrame(_ payload: [UInt8]) -> ByteBuffer {
+        var frame = ByteBuffer()
+        frame.reserveCapacity(payload.count + 10)
+        frame.writeInteger(UInt8(0x81)) // FIN, opcode 1 (text)
+        if payload.count < 126 {
+            frame.writeInteger(UInt8(payload.count))
+        } else if payload.count <= 0xFFFF {
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(payload.count))
+        } else {
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(payload.count))
+        }
+        frame.writeBytes(payload)
+        return frame
     }
 
     var allKeys: [String] { state.withLockedValue { $0.registry.allKeys } }
@@ -118,5 +158,57 @@ final class Hub: Sendable {
     var userIDs: [String] { state.withLockedValue { Array($0.byUser.keys) } }
     var allClients: [RelayClient] {
         state.withLockedValue { s in s.byUser.values.reduce(into: Set<RelayClient>()) { $0.formUnion($1) }.map { $0 } }
+    }
+}
+
+/// The events waiting for one event loop, in arrival order. A relay that keeps up drains
+/// one event per task, as before. One that falls behind (a burst into a big room) finds
+/// several queued when its task runs: it writes them all and flushes each socket once, so
+/// a socket gets several frames in one system call instead of one call per frame. Nothing
+/// waits for a batch to fill: a task is scheduled as soon as the first event arrives.
+/// `@unchecked Sendable`: the queue is guarded by the lock; drain runs on `loop` only.
+final class LoopOutbox: @unchecked Sendable {
+    private struct Item {
+        let frame: ByteBuffer
+        let clients: [RelayClient]
+        let closeAfter: UInt16?
+    }
+
+    let loop: EventLoop
+    private let lock = NIOLock()
+    private var queue: [Item] = []
+    private var scheduled = false
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    func enqueue(_ frame: ByteBuffer, to clients: [RelayClient], closeAfter: UInt16?) {
+        let schedule: Bool = lock.withLock {
+            queue.append(Item(frame: frame, clients: clients, closeAfter: closeAfter))
+            if scheduled { return false }
+            scheduled = true
+            return true
+        }
+        if schedule { loop.execute { self.drain() } }
+    }
+
+    private func drain() {
+        let batch: [Item] = lock.withLock {
+            let items = queue
+            queue = []
+            scheduled = false
+            return items
+        }
+        if batch.count == 1 {
+            let item = batch[0]
+            for client in item.clients where client.writeOnLoop(item.frame, closeAfter: item.closeAfter) { client.flushOnLoop() }
+            return
+        }
+        var written: [ObjectIdentifier: RelayClient] = [:]
+        for item in batch {
+            for client in item.clients where client.writeOnLoop(item.frame, closeAfter: item.closeAfter) {
+                written[ObjectIdentifier(client)] = client
+            }
+        }
+        for client in written.values { client.flushOnLoop() }
     }
 }

@@ -17,6 +17,40 @@ struct RelayContext: Sendable {
     let idleTimeout: TimeAmount
     let pingInterval: TimeAmount
     let maxMessageBytes: Int
+    /// One heartbeat sweep per event loop (not a timer per socket).
+    let heartbeats: LoopHeartbeats
+}
+
+/// The sockets of each event loop, pinged (and closed when silent) by one repeated task per
+/// loop: a per-socket RepeatedTask cost about half a KiB of every idle connection.
+/// `@unchecked Sendable`: each loop's set is only touched on that loop.
+final class LoopHeartbeats: @unchecked Sendable {
+    private final class Sockets: @unchecked Sendable {
+        var handlers: [ObjectIdentifier: WebSocketHandler] = [:]
+    }
+    private let byLoop: [ObjectIdentifier: Sockets]
+
+    init(group: EventLoopGroup, interval: TimeAmount) {
+        var byLoop: [ObjectIdentifier: Sockets] = [:]
+        for loop in group.makeIterator() {
+            let sockets = Sockets()
+            byLoop[ObjectIdentifier(loop)] = sockets
+            loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                for handler in Array(sockets.handlers.values) { handler.heartbeat() }
+            }
+        }
+        self.byLoop = byLoop
+    }
+
+    func add(_ handler: WebSocketHandler, on loop: EventLoop) {
+        loop.preconditionInEventLoop()
+        byLoop[ObjectIdentifier(loop)]?.handlers[ObjectIdentifier(handler)] = handler
+    }
+
+    func remove(_ handler: WebSocketHandler, on loop: EventLoop) {
+        loop.preconditionInEventLoop()
+        byLoop[ObjectIdentifier(loop)]?.handlers[ObjectIdentifier(handler)] = nil
+    }
 }
 
 /// One WebSocket connection, confined to its event loop. The first frame must
@@ -35,32 +69,36 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     private let ctx: RelayContext
-    private let logger = Logger(label: "relay.ws")
+    private static let logger = Logger(label: "relay.ws")
+    private var logger: Logger { WebSocketHandler.logger }
     private var state = State.awaitingAuth
     private var channel: Channel?
+    /// The frame encoder's context: a pre-encoded event frame written from it goes
+    /// straight to the socket (the encoder itself is skipped; see Hub.deliver).
+    private var rawWriter: ChannelHandlerContext?
     private var client: RelayClient?
-    /// Events that arrived between subscribing and sending `ready`.
+    /// Event frames that arrived between subscribing and sending `ready`.
     private var pending: [ByteBuffer] = []
     private var fragments: ByteBuffer?
     private var fragmentOpcode: WebSocketOpcode = .text
     private var lastHeard = NIODeadline.now()
-    private var timers: [Scheduled<Void>] = []
-    private var pinger: RepeatedTask?
+    private var authTimer: Scheduled<Void>?
+    private var beating = false
 
     init(context: RelayContext) { self.ctx = context }
 
     func handlerAdded(context: ChannelHandlerContext) {
         channel = context.channel
+        rawWriter = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timers.append(context.eventLoop.scheduleTask(in: ctx.authTimeout) {
+        authTimer = context.eventLoop.scheduleTask(in: ctx.authTimeout) {
             if case .awaitingAuth = me.value.state { me.value.closeWith(code: RelayCloseCode.unauthorized, reason: "no auth frame") }
             // A valid auth frame whose checks or subscriptions are still pending (a busy
             // relay or broker) is not the client's fault: try again later, not "sign in again".
             if case .authenticating = me.value.state { me.value.closeWith(code: RelayCloseCode.tryAgainLater, reason: "relay busy") }
-        })
-        pinger = context.eventLoop.scheduleRepeatedTask(initialDelay: ctx.pingInterval, delay: ctx.pingInterval) { _ in
-            me.value.heartbeat()
         }
+        ctx.heartbeats.add(self, on: context.eventLoop)
+        beating = true
     }
 
     func handlerRemoved(context: ChannelHandlerContext) { teardown() }
@@ -71,10 +109,13 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     private func teardown() {
-        timers.forEach { $0.cancel() }
-        timers.removeAll()
-        pinger?.cancel()
-        pinger = nil
+        authTimer?.cancel()
+        authTimer = nil
+        rawWriter = nil
+        if beating, let channel {
+            beating = false
+            ctx.heartbeats.remove(self, on: channel.eventLoop)
+        }
         if let client {
             let (last, rooms) = ctx.hub.unsubscribe(client)
             self.client = nil
@@ -261,9 +302,11 @@ final class WebSocketHandler: ChannelInboundHandler {
                 guard case .authenticating = handler.state else { return }
                 guard ok else { return handler.closeWith(code: RelayCloseCode.tryAgainLater, reason: "broker unavailable") }
                 handler.state = .ready(userID: userID)
+                handler.authTimer?.cancel()
+                handler.authTimer = nil
                 handler.sendJSON("{\"type\":\"ready\",\"user_id\":\(JSON.quote(userID)),\"rooms\":[\(roomsJSON)]}")
-                for event in handler.pending { handler.send(WebSocketFrame(fin: true, opcode: .text, data: event)) }
-                handler.pending.removeAll()
+                for frame in handler.pending { handler.sendRaw(frame) }
+                handler.pending = []
             }
             if firstOfUser {
                 let roomKeys = rooms.map { "room." + $0.roomID }
@@ -293,21 +336,47 @@ final class WebSocketHandler: ChannelInboundHandler {
         }
     }
 
-    /// An event from the broker for this socket (already on the loop).
-    func deliver(_ event: ByteBuffer, closeAfter: UInt16?) {
+    /// An event from the broker for this socket (already on the loop), as a whole
+    /// WebSocket frame encoded once for all its sockets (Hub.deliver). Written but not
+    /// flushed; returns whether a flush is due (the outbox flushes once per batch).
+    func deliver(frame: ByteBuffer, closeAfter: UInt16?) -> Bool {
         switch state {
         case .ready:
-            send(WebSocketFrame(fin: true, opcode: .text, data: event))
+            sendRaw(frame, flush: false)
             if let code = closeAfter { closeWith(code: code, reason: "session revoked") }
+            return true
         case .authenticating:
-            pending.append(event)
+            pending.append(frame)
             if let code = closeAfter { closeWith(code: code, reason: "session revoked") }
+            return false
         default:
-            break
+            return false
         }
     }
 
-    private func heartbeat() {
+    func flush() {
+        guard let channel, channel.isActive else { return }
+        if let rawWriter { rawWriter.flush() } else { channel.flush() }
+    }
+
+    /// Writes an encoded frame below the frame encoder (frames written through `send`
+    /// pass the encoder synchronously on this loop, so the order of the two is kept).
+    private func sendRaw(_ frame: ByteBuffer, flush: Bool = true) {
+        guard let channel, channel.isActive else { return }
+        if let rawWriter {
+            rawWriter.write(NIOAny(frame), promise: nil)
+            if flush { rawWriter.flush() }
+        } else {
+            // No encoder context (not after an upgrade): send the payload as a frame.
+            var payload = frame
+            let length = Int((payload.getInteger(at: payload.readerIndex + 1, as: UInt8.self) ?? 0) & 0x7F)
+            payload.moveReaderIndex(forwardBy: length < 126 ? 2 : (length == 126 ? 4 : 10))
+            channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
+            if flush { channel.flush() }
+        }
+    }
+
+    func heartbeat() {
         if case .closing = state { return }
         if NIODeadline.now() - lastHeard > ctx.idleTimeout {
             return closeWith(code: UInt16(webSocketErrorCode: .goingAway), reason: "idle")

@@ -31,7 +31,7 @@ do {
     let blocking = NIOThreadPool(numberOfThreads: 4)
     blocking.start()
     let bridge = AMQPBridge(url: settings.amqpURL, relayID: relayID)
-    let hub = Hub(bridge: bridge)
+    let hub = Hub(bridge: bridge, group: group)
     bridge.hub = hub
     bridge.start()
 
@@ -45,7 +45,8 @@ do {
         authTimeout: .seconds(Int64(try config.int("WS_AUTH_TIMEOUT_SECONDS", default: 10))),
         idleTimeout: .seconds(75),
         pingInterval: .seconds(Int64(try config.int("WS_PING_INTERVAL_SECONDS", default: 30))),
-        maxMessageBytes: 16 * 1024
+        maxMessageBytes: 16 * 1024,
+        heartbeats: LoopHeartbeats(group: group, interval: .seconds(Int64(try config.int("WS_PING_INTERVAL_SECONDS", default: 30))))
     )
 
     let health: @Sendable () -> (Int, String) = {
@@ -59,6 +60,10 @@ do {
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+        // Each socket keeps its receive buffer between reads. NIO's default starts at 2 KiB,
+        // most of an idle socket's memory; clients send little (auth, typing, pings), and
+        // the adaptive allocator grows the buffer for a socket whose reads fill it.
+        .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
         .childChannelInitializer { channel in
             let httpHandler = HTTPHandler(health: health)
             let upgrader = NIOWebSocketServerUpgrader(
