@@ -41,7 +41,7 @@ public final class APIApplication: Sendable {
         case .methodNotAllowed(let allowed):
             throw APIError.methodNotAllowed(allowed)
         case .matched(let route, let params):
-            if ["POST", "PUT", "PATCH"].contains(request.method), !request.body.isEmpty {
+            if !request.body.isEmpty, request.method == "POST" || request.method == "PUT" || request.method == "PATCH" {
                 let type = request.headers["content-type"]?.split(separator: ";").first?
                     .trimmingCharacters(in: .whitespaces).lowercased()
                 guard type == "application/json" else { throw APIError.unsupportedMediaType }

@@ -61,6 +61,9 @@ public struct Router: Sendable {
     }
 
     private var patterns: [PatternRoutes] = []
+    /// Patterns without parameters by their text: a path equal to one of them needs no
+    /// segment matching (an all-literal pattern is the most specific match there is).
+    private var literal: [String: Int] = [:]
 
     public init() {}
 
@@ -70,7 +73,11 @@ public struct Router: Sendable {
             precondition(patterns[i].routes[method] == nil, "duplicate route \(method) \(pattern)")
             patterns[i].routes[method] = route
         } else {
-            patterns.append(PatternRoutes(pattern: pattern, segments: Router.parse(pattern), routes: [method: route]))
+            let segments = Router.parse(pattern)
+            if !segments.contains(where: { if case .param = $0 { return true } else { return false } }) {
+                literal[pattern] = patterns.count
+            }
+            patterns.append(PatternRoutes(pattern: pattern, segments: segments, routes: [method: route]))
         }
     }
 
@@ -87,6 +94,7 @@ public struct Router: Sendable {
     }
 
     public func resolve(method: String, path: String) -> Resolution {
+        if let i = literal[path] { return Router.pick(patterns[i], method: method, params: [:]) }
         let raw = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         // A trailing slash or an empty segment is a different (unknown) path.
         guard !raw.contains(where: { $0.isEmpty }) else { return .notFound }
@@ -124,6 +132,10 @@ public struct Router: Sendable {
             }
         }
         guard let (p, params, _) = best else { return .notFound }
+        return Router.pick(p, method: method, params: params)
+    }
+
+    private static func pick(_ p: PatternRoutes, method: String, params: [String: String]) -> Resolution {
         if let route = p.routes[method] { return .matched(route, params) }
         if method == "HEAD", let route = p.routes["GET"] { return .matched(route, params) }
         return .methodNotAllowed(p.routes.keys.sorted())

@@ -27,6 +27,18 @@ import Testing
         #expect(r2.pattern == "/api/rooms/public")
     }
 
+    @Test func literalPathsResolveLikeTheSegmentMatcher() {
+        // An exact literal path takes the fast lookup; a percent-encoded spelling of it,
+        // HEAD, other methods and a trailing slash still behave as before.
+        guard case .matched(let r1, _) = router().resolve(method: "GET", path: "/api/rooms/p%75blic") else { Issue.record("encoded"); return }
+        #expect(r1.pattern == "/api/rooms/public")
+        guard case .matched(let r2, _) = router().resolve(method: "HEAD", path: "/api/auth/providers") else { Issue.record("HEAD"); return }
+        #expect(r2.pattern == "/api/auth/providers" && r2.method == "GET")
+        guard case .methodNotAllowed(let allowed) = router().resolve(method: "DELETE", path: "/api/rooms/public") else { Issue.record("405"); return }
+        #expect(allowed == ["GET"])
+        guard case .notFound = router().resolve(method: "GET", path: "/api/rooms/public/") else { Issue.record("trailing slash"); return }
+    }
+
     @Test func parametersArePercentDecoded() {
         guard case .matched(let route, let params) = router().resolve(method: "GET", path: "/api/auth/git%68ub/callback") else {
             Issue.record("no match"); return
@@ -173,5 +185,45 @@ import Testing
         #expect(try Validate.displayName(String(repeating: "e\u{0301}", count: 64)).count == 64)
         #expect(throws: APIError.self) { try Validate.displayName("Z" + String(repeating: "\u{0336}", count: 300)) }
         #expect(throws: APIError.self) { try Validate.displayName(String(repeating: " ", count: 300) + "n") }
+    }
+}
+
+@Suite struct MessageEncodingTests {
+    static let samples: [Message] = [
+        Message(id: "m1", room_id: "r1", seq: 7, author_id: "a1", body: "plain", created_at: "2026-11-25T20:00:00.000Z",
+                edited_at: nil, deleted: false, client_id: nil),
+        Message(id: "m2", room_id: "r1", seq: 3_000_000_000, author_id: "a1",
+                body: "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} é 😀 </script>",
+                created_at: "2026-11-25T20:00:00.000Z", edited_at: "2026-11-25T20:00:01.000Z", deleted: true, client_id: "c-1"),
+    ]
+
+    func object(_ bytes: [UInt8]) throws -> NSDictionary {
+        try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? NSDictionary)
+    }
+
+    @Test func handWrittenJSONEqualsTheEncoder() throws {
+        for m in Self.samples {
+            #expect(try object(m.json) == (try object(JSON.encode(m))))
+            let event = m.event("message.created", json: m.json)
+            #expect(try object(event) == (try object(JSON.encode(Events.MessageEvent(type: "message.created", room_id: m.room_id, message: m)))))
+        }
+    }
+
+    @Test func storedDocumentRoundTrips() throws {
+        for m in Self.samples {
+            let doc = m.document(createdMillis: 1_764_100_800_123)
+            let obj = try object(Array(doc.utf8))
+            #expect(obj["_id"] as? String == m.id && obj["created_ms"] as? Int64 == 1_764_100_800_123)
+            #expect((obj["client_id"] == nil) == (m.client_id == nil))
+            #expect(try Message.from(document: doc) == m)
+        }
+    }
+
+    @Test func quoteEscapesOnlyWhatJSONNeeds() throws {
+        for s in ["", "plain ascii", "é 😀", "a\"b\\c\nd\u{1}e"] {
+            let quoted = JSON.quote(s)
+            #expect(try JSONSerialization.jsonObject(with: Data(quoted.utf8), options: .fragmentsAllowed) as? String == s)
+        }
+        #expect(JSON.quote("plain") == "\"plain\"")
     }
 }

@@ -84,13 +84,30 @@ public struct HTTPReply: Sendable {
         }
     }
 
-    /// The CGI-style header block and body that FastCGI carries back to nginx.
+    /// The CGI-style header block and body that FastCGI carries back to nginx (written
+    /// straight into bytes: this runs for every response).
     public func serialized() -> [UInt8] {
-        var head = "Status: \(status) \(HTTPReply.reason(status))\r\n"
-        for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        if status != 204 { head += "Content-Length: \(body.count)\r\n" }
-        head += "Cache-Control: no-store\r\n\r\n"
-        return Array(head.utf8) + (status == 204 ? [] : body)
+        var out = [UInt8]()
+        out.reserveCapacity(96 + headers.count * 48 + body.count)
+        out += "Status: ".utf8
+        out += String(status).utf8
+        out.append(32)
+        out += HTTPReply.reason(status).utf8
+        out += "\r\n".utf8
+        for (k, v) in headers {
+            out += k.utf8
+            out += ": ".utf8
+            out += v.utf8
+            out += "\r\n".utf8
+        }
+        if status != 204 {
+            out += "Content-Length: ".utf8
+            out += String(body.count).utf8
+            out += "\r\n".utf8
+        }
+        out += "Cache-Control: no-store\r\n\r\n".utf8
+        if status != 204 { out += body }
+        return out
     }
 }
 
@@ -236,11 +253,17 @@ public final class FastCGIServer: @unchecked Sendable {
             let key = UnsafeBufferPointer(rebasing: bytes[..<eq])
             guard FastCGIServer.wanted(key) else { continue }
             // Parameters that are not valid UTF-8 are dropped (and then reported missing).
-            guard let k = String(validating: key, as: UTF8.self),
-                  let v = String(validating: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self) else { continue }
+            guard let k = FastCGIServer.utf8String(key),
+                  let v = FastCGIServer.utf8String(UnsafeBufferPointer(rebasing: bytes[(eq + 1)...])) else { continue }
             out[k] = v
         }
         return out
+    }
+
+    /// ASCII (nearly every parameter) is copied as is; anything else must be valid UTF-8.
+    static func utf8String(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        if !bytes.contains(where: { $0 >= 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        return String(validating: bytes, as: UTF8.self)
     }
 
     private static let wantedNames: [[UInt8]] = ["REQUEST_METHOD", "REQUEST_URI", "DOCUMENT_URI", "QUERY_STRING",
