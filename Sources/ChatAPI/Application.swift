@@ -58,8 +58,8 @@ public final class APIApplication: Sendable {
     func authenticate(_ request: HTTPRequest, _ services: ThreadServices) throws -> Identity {
         guard let header = request.headers["authorization"], header.count > 7,
               header.prefix(7).lowercased() == "bearer " else { throw APIError.unauthorized }
-        let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        guard let claims = try? services.jwt.verify(token) else { throw APIError.unauthorized }
+        let token = String(header.dropFirst(7)).trimmingWhitespace
+        guard let claims = try? services.verifiedTokens.verify(token, with: services.jwt) else { throw APIError.unauthorized }
         guard try services.sessions.authenticate(claims.sid) == claims.sub else { throw APIError.unauthorized }
         return Identity(userID: claims.sub, sessionID: claims.sid)
     }

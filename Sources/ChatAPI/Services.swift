@@ -14,6 +14,7 @@ public final class ThreadServices: @unchecked Sendable {
     public let mongo: MongoPool
     public let sessions: SessionStore
     public let jwt: JWTSigner
+    public let verifiedTokens = VerifiedTokenCache()
 
     public init(settings: ServiceSettings, mongo: MongoPool, emailQueue: Topology.TaskQueue, sessionTTL: Int) throws {
         self.settings = settings

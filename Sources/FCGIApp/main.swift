@@ -36,7 +36,8 @@ do {
     AccountRoutes(settings: accounts).register(&router)
     RoomRoutes().register(&router)
     MessageRoutes(sendLimit: .init(name: "send", limit: try config.int("RATE_LIMIT_SENDS_PER_USER", default: 200),
-                                   windowSeconds: try config.int("RATE_LIMIT_SENDS_WINDOW_SECONDS", default: 10))).register(&router)
+                                   windowSeconds: try config.int("RATE_LIMIT_SENDS_WINDOW_SECONDS", default: 10)),
+                  slowSendMs: Double(try config.int("SLOW_SEND_LOG_MS", default: 1000))).register(&router)
     let app = APIApplication(router: router, services: services)
 
     let prepare = Thread {

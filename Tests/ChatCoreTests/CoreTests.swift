@@ -68,11 +68,39 @@ import Testing
         #expect(Base64URL.decode("aGk_Pg") == Array("hi?>".utf8))
         #expect(Base64URL.decode("aGk/Pg==") == nil)
         #expect(Base64URL.decode("a") == nil)
+        // Stray bits in the last character would give a second spelling of the same bytes.
+        #expect(Base64URL.decode("aGk_Ph") == nil)
+        // Every length against Foundation's base64 with the URL alphabet and no padding.
+        for n in 0...40 {
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255) }
+            let expected = Data(bytes).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(Base64URL.encode(bytes) == expected)
+            #expect(Base64URL.decode(Substring(expected)) == bytes)
+        }
+    }
+
+    @Test func trimmingWhitespaceMatchesFoundation() {
+        let samples = ["", " ", "a", " a ", "\t\n a b \r\n", "\u{00A0}x\u{3000}", "\u{2028}y\u{2029}", "\u{85}z\u{1680}",
+                       "\u{200B}zero-width is not white space\u{200B}", " \u{301}combining", "é 😀 ", "\u{2000}\u{200A}\u{202F}\u{205F}"]
+        for s in samples {
+            #expect(s.trimmingWhitespace == s.trimmingCharacters(in: .whitespacesAndNewlines), "\(s.unicodeScalars.map { $0.value })")
+        }
+        // Every scalar of the Basic Multilingual Plane, around a letter.
+        var differ: [UInt32] = []
+        for v in UInt32(0)..<0x10000 {
+            guard let c = Unicode.Scalar(v) else { continue }
+            let s = "\(Character(c))x\(Character(c))"
+            if s.trimmingWhitespace != s.trimmingCharacters(in: .whitespacesAndNewlines) { differ.append(v) }
+        }
+        #expect(differ.isEmpty, "\(differ.prefix(10))")
     }
 
     @Test func timestampsAreRFC3339WithMilliseconds() {
         #expect(Timestamp.format(millis: 1_795_611_662_345) == "2026-11-25T13:01:02.345Z")
         #expect(Timestamp.format(millis: 0) == "1970-01-01T00:00:00.000Z")
+        #expect(Timestamp.format(millis: 253_402_300_799_999) == "9999-12-31T23:59:59.999Z")
+        #expect(Timestamp.format(millis: 1_000_000_000_007) == "2001-09-09T01:46:40.007Z")
     }
 
     @Test func errorEnvelope() throws {
@@ -150,6 +178,24 @@ import Testing
     @Test func otherKeyIsRefused() {
         let other = JWTSigner(secret: Array(repeating: 8, count: 32))
         #expect(throws: JWTSigner.Failure.signature) { try signer.verify(other.sign(claims), now: 1500) }
+    }
+
+    @Test func verifiedTokenCacheChecksExpiryAndNeverTrustsAnotherString() {
+        let cache = VerifiedTokenCache(capacity: 2)
+        let token = signer.sign(claims)
+        #expect(throws: Never.self) { try cache.verify(token, with: signer, now: 1500) }
+        #expect((try? cache.verify(token, with: signer, now: 1500)) == claims)
+        // Expired on a later hit.
+        #expect(throws: JWTSigner.Failure.expired) { try cache.verify(token, with: signer, now: 2500) }
+        // A tampered copy of a cached token is verified on its own, and refused.
+        let parts = token.split(separator: ".")
+        let forged = Base64URL.encode(Array(#"{"sub":"admin","sid":"s1","iat":1000,"exp":2000}"#.utf8))
+        #expect(throws: JWTSigner.Failure.signature) { try cache.verify("\(parts[0]).\(forged).\(parts[2])", with: signer, now: 1500) }
+        // A full cache starts over instead of growing.
+        for i in 0..<5 {
+            let t = signer.sign(JWTSigner.Claims(sub: "u\(i)", sid: "s\(i)", iat: 1000, exp: 2000))
+            #expect((try? cache.verify(t, with: signer, now: 1500))?.sub == "u\(i)")
+        }
     }
 
     @Test func tamperedPayloadIsRefused() {

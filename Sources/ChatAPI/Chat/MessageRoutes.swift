@@ -18,8 +18,13 @@ public struct MessageRoutes: Sendable {
     let chat = ChatSupport()
     let logger = Logger(label: "messages")
     let sendLimit: RateLimiter.Rule
+    /// A send slower than this is logged with the time of each step (0: never).
+    let slowSendMs: Double
 
-    public init(sendLimit: RateLimiter.Rule) { self.sendLimit = sendLimit }
+    public init(sendLimit: RateLimiter.Rule, slowSendMs: Double = 1000) {
+        self.sendLimit = sendLimit
+        self.slowSendMs = slowSendMs
+    }
 
     public func register(_ router: inout Router) {
         router.add("POST", "/api/rooms/{id}/messages", auth: .user) { try self.send($0) }
@@ -31,7 +36,7 @@ public struct MessageRoutes: Sendable {
     }
 
     static func body(_ raw: String) throws(APIError) -> String {
-        let body = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let body = raw.trimmingWhitespace
         // The raw value (whitespace around it included) is bounded too: 8000 scalars.
         guard raw.unicodeScalars.count <= 8000, !body.isEmpty, body.unicodeScalars.count <= 4000 else {
             throw APIError.badRequest("invalid_body", "A message needs 1 to 4000 characters.")
@@ -52,8 +57,11 @@ public struct MessageRoutes: Sendable {
 
     func send(_ ctx: RequestContext) throws -> HTTPReply {
         struct Body: Decodable { let body: String; let client_id: String? }
+        let phases = Phases()
+        defer { phases.logIfSlow(over: slowSendMs, logger: logger, what: "slow send") }
         let input = try ctx.decode(Body.self)
         let access = try chat.access(ctx)
+        phases.mark("access")
         try access.requireMember()
         let me = try ctx.user.userID
         let room = access.room.id
@@ -62,9 +70,10 @@ public struct MessageRoutes: Sendable {
             guard !cid.isEmpty, cid.count <= 128, Validate.fitsRaw(cid, characters: 128) else { throw APIError.badRequest("invalid_client_id", "client_id needs 1 to 128 characters.") }
         }
         try RateLimiter(redis: ctx.services.redis).reserve(sendLimit, me)
+        phases.mark("rate_limit")
         // No lookup before the insert: the unique {room_id, author_id, client_id} index
         // detects a retry, the transaction rolls the seq back, and the original is returned.
-        switch try store(ctx, room: room, author: me, body: text, clientID: input.client_id, retryOnOrphan: true) {
+        switch try store(ctx, room: room, author: me, body: text, clientID: input.client_id, retryOnOrphan: true, phases: phases) {
         case .stored(_, let json): return .rawJSON(json, status: 201)
         case .duplicate(let m): return .rawJSON(m.json)
         }
@@ -81,7 +90,8 @@ public struct MessageRoutes: Sendable {
     /// message durably, and should PostgreSQL crash and lose the last commits, the counter
     /// steps back below stored seqs, which the next send finds (a duplicate seq) and adopts
     /// (see `.orphanSeq`). What such a crash can lose is a sender's read-marker move.
-    func store(_ ctx: RequestContext, room: String, author: String, body: String, clientID: String?, retryOnOrphan: Bool) throws -> Stored {
+    func store(_ ctx: RequestContext, room: String, author: String, body: String, clientID: String?, retryOnOrphan: Bool,
+               phases: Phases = Phases()) throws -> Stored {
         let db = ctx.services.postgres
         enum Outcome { case ok(Message, [UInt8]), duplicateClient, orphanSeq(Int64) }
         let outcome: Outcome = try db.transaction(synchronousCommit: false) { db in
@@ -93,12 +103,14 @@ public struct MessageRoutes: Sendable {
                            WHERE room_id = $1 AND user_id = $2)
                 SELECT last_seq FROM r
                 """, [room, author]).first!.int("last_seq")
+            phases.mark("seq")
             let now = Date()
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
             let m = Message(id: UUID().uuidString.lowercased(), room_id: room, seq: seq, author_id: author, body: body,
                             created_at: Timestamp.format(millis: ms), edited_at: nil, deleted: false, client_id: clientID)
             do {
                 try ctx.services.mongo.collection(MessageIndexes.collection) { try $0.insertOne(m.document(createdMillis: ms)) }
+                phases.mark("insert")
             } catch let e as MongoError where e.isDuplicateKey {
                 // Roll back: either a concurrent retry with the same client_id won, or a
                 // message was stored earlier whose commit never happened (an orphan seq).
@@ -112,8 +124,10 @@ public struct MessageRoutes: Sendable {
             // next send adopts its seq (see below), so what clients saw stays true.
             let json = m.json
             chat.publish(ctx, key: "room." + room, type: "message.created", user: author, body: m.event("message.created", json: json))
+            phases.mark("publish")
             return .ok(m, json)
         }
+        phases.mark("commit")
         switch outcome {
         case .ok(let m, let json):
             return .stored(m, json: json)
@@ -251,5 +265,29 @@ public struct MessageRoutes: Sendable {
         }
         let found = try find(ctx, filter, options: #"{"sort": {"created_ms": -1}, "limit": 50}"#)
         return .json(Reply(messages: found))
+    }
+}
+
+/// Where a request's time went: `mark` after each step; a slow request logs every step.
+/// One per request, on its thread.
+final class Phases {
+    private let start = Clock.monotonicNanos()
+    private var last: UInt64
+    private var steps: [(String, Double)] = []
+
+    init() { last = start }
+
+    func mark(_ step: String) {
+        let now = Clock.monotonicNanos()
+        steps.append((step, Double(now - last) / 1e6))
+        last = now
+    }
+
+    func logIfSlow(over limitMs: Double, logger: Logger, what: String) {
+        let total = Double(Clock.monotonicNanos() - start) / 1e6
+        guard limitMs > 0, total > limitMs else { return }
+        var metadata: Logger.Metadata = ["total_ms": "\((total * 10).rounded() / 10)"]
+        for (step, ms) in steps { metadata[step + "_ms"] = "\((ms * 10).rounded() / 10)" }
+        logger.warning("\(what)", metadata: metadata)
     }
 }

@@ -57,3 +57,29 @@ public struct JWTSigner: Sendable {
         return claims
     }
 }
+
+/// Tokens one thread has verified, with their claims, so a client's next request with the
+/// same token skips the base64, HMAC and JSON work. Only a token that passed `verify` is
+/// stored, a hit must be the identical string, and the expiry is checked on every hit;
+/// the session behind it is still checked in Redis on every request (revocation). Bounded:
+/// emptied when full. Not thread-safe: one instance per thread.
+public final class VerifiedTokenCache {
+    private var claims: [String: JWTSigner.Claims] = [:]
+    private let capacity: Int
+
+    public init(capacity: Int = 1024) { self.capacity = capacity }
+
+    public func verify(_ token: String, with signer: JWTSigner, now: Int64 = Int64(Date().timeIntervalSince1970)) throws(JWTSigner.Failure) -> JWTSigner.Claims {
+        if let hit = claims[token] {
+            guard hit.exp > now else {
+                claims[token] = nil
+                throw .expired
+            }
+            return hit
+        }
+        let verified = try signer.verify(token, now: now)
+        if claims.count >= capacity { claims.removeAll(keepingCapacity: true) }
+        claims[token] = verified
+        return verified
+    }
+}
