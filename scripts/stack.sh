@@ -498,10 +498,18 @@ OAUTH_YANDEX_TOKEN_URL=$base/yandex/token
 OAUTH_YANDEX_USERINFO_URL=$base/yandex/info
 EOF
     fi
-    local var
-    for var in $(compgen -v SWIFTCHAT_CONF_ || true); do
-      printf '%s=%s\n' "${var#SWIFTCHAT_CONF_}" "${!var}" >>"$tmp"
-    done
+    # SWIFTCHAT_CONF_<KEY> overrides: the environment's; without any there, the ones the
+    # previous start was given (so a later start-service keeps them).
+    local var vars
+    vars=$(compgen -v SWIFTCHAT_CONF_ || true)
+    echo "# SWIFTCHAT_CONF_ overrides" >>"$tmp"
+    if [[ -n $vars ]]; then
+      for var in $vars; do
+        printf '%s=%s\n' "${var#SWIFTCHAT_CONF_}" "${!var}" >>"$tmp"
+      done
+    elif [[ -f $CONFIG_FILE ]]; then
+      sed -n '/^# SWIFTCHAT_CONF_ overrides$/,$p' "$CONFIG_FILE" | tail -n +2 >>"$tmp"
+    fi
   )
   mv "$tmp" "$CONFIG_FILE"
 }
