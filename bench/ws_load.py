@@ -58,8 +58,9 @@ per-user send limit is not hit) that hold no socket, so a message is expected on
 connected client of its room. Clients are a minimal asyncio WebSocket client (uvloop when
 installed) in --client-procs processes, straight to the relay (ws://127.0.0.1:RELAY_PORT/ws,
 no TLS cost in the client) unless --wss. Times are time.time_ns() in every process (one host).
-Before each scenario the script waits until a fresh socket gets its ready frame quickly (after
-thousands of sockets close, the relay's unbinds hold up new sockets' binds). Everything a
+Before each scenario the script waits until a fresh socket gets its ready frame quickly and the
+machine is below a quarter busy (after thousands of sockets close, the relay's unbinds hold up
+new sockets' binds, and the broker works through them for a while). Everything a
 scenario made (users, sessions, rooms, messages) is removed afterwards unless --keep;
 --dump DIR saves each phase's raw sends and receipts (numpy .npz) for a closer look.
 """
@@ -593,6 +594,13 @@ def cpu_sample(groups: dict) -> dict:
     return out
 
 
+def _machine_busy() -> tuple[int, int]:
+    """(total, busy) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v[:8]), sum(v[:8]) - v[3] - v[4]
+
+
 def cpu_report(a: dict, b: dict, ncpu: int, extra_seconds: dict | None = None) -> str:
     """extra_seconds: CPU seconds of processes that ended inside the window (the senders
     measure their own, from their start time on)."""
@@ -1062,6 +1070,19 @@ class Bench:
         if waited > 2 or took is None or took >= 0.5:
             print(f"  waited {waited:.0f} s for the relay to settle (a new socket's ready took "
                   f"{'no answer' if took is None else f'{took * 1000:.0f} ms'})")
+        # The broker may still be working through the unbinds of a previous scenario (20,000
+        # after the idle one) after the relay answers: wait (up to 60 s) until the machine
+        # is below a quarter busy over 2 s, so one scenario's tail does not land in the next.
+        t1 = time.monotonic()
+        while time.monotonic() - t1 < 60:
+            a = _machine_busy()
+            time.sleep(2)
+            b = _machine_busy()
+            busy = (b[1] - a[1]) / max(b[0] - a[0], 1)
+            if busy < 0.25:
+                break
+        if time.monotonic() - t1 > 3:
+            print(f"  waited {time.monotonic() - t1:.0f} s for the machine to quiet down (busy {busy * 100:.0f}% of all cores)")
 
     def _connect(self, fleet, n):
         ok, failed, errors, took = fleet.wait_ready(timeout=120 + n / 50)
