@@ -15,7 +15,6 @@ struct RelayContext: Sendable {
     let hub: Hub
     let authTimeout: TimeAmount
     let idleTimeout: TimeAmount
-    let pingInterval: TimeAmount
     let maxMessageBytes: Int
     /// One heartbeat sweep per event loop (not a timer per socket).
     let heartbeats: LoopHeartbeats
@@ -355,25 +354,18 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     func flush() {
-        guard let channel, channel.isActive else { return }
-        if let rawWriter { rawWriter.flush() } else { channel.flush() }
+        guard let channel, channel.isActive, let rawWriter else { return }
+        rawWriter.flush()
     }
 
     /// Writes an encoded frame below the frame encoder (frames written through `send`
     /// pass the encoder synchronously on this loop, so the order of the two is kept).
+    /// `rawWriter` exists from the upgrade until teardown, after which the socket is closing
+    /// and takes no more events.
     private func sendRaw(_ frame: ByteBuffer, flush: Bool = true) {
-        guard let channel, channel.isActive else { return }
-        if let rawWriter {
-            rawWriter.write(NIOAny(frame), promise: nil)
-            if flush { rawWriter.flush() }
-        } else {
-            // No encoder context (not after an upgrade): send the payload as a frame.
-            var payload = frame
-            let length = Int((payload.getInteger(at: payload.readerIndex + 1, as: UInt8.self) ?? 0) & 0x7F)
-            payload.moveReaderIndex(forwardBy: length < 126 ? 2 : (length == 126 ? 4 : 10))
-            channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
-            if flush { channel.flush() }
-        }
+        guard let channel, channel.isActive, let rawWriter else { return }
+        rawWriter.write(NIOAny(frame), promise: nil)
+        if flush { rawWriter.flush() }
     }
 
     func heartbeat() {

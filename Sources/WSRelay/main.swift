@@ -44,7 +44,6 @@ do {
         hub: hub,
         authTimeout: .seconds(Int64(try config.int("WS_AUTH_TIMEOUT_SECONDS", default: 10))),
         idleTimeout: .seconds(75),
-        pingInterval: .seconds(Int64(try config.int("WS_PING_INTERVAL_SECONDS", default: 30))),
         maxMessageBytes: 16 * 1024,
         heartbeats: LoopHeartbeats(group: group, interval: .seconds(Int64(try config.int("WS_PING_INTERVAL_SECONDS", default: 30))))
     )

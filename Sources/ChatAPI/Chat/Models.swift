@@ -72,8 +72,8 @@ public struct Message: Codable, Sendable, Equatable {
     }
 
     /// The stored document, as JSON for bson_new_from_json (which stores each number as an
-    /// int32 or int64 by its size, as before). Written by hand: it is on every send. `client_id` is left out when there is none, because the partial
-    /// unique index covers strings only.
+    /// int32 or int64 by its size, as before). Written by hand: it is on every send.
+    /// `client_id` is left out when there is none (the partial unique index covers strings only).
     func document(createdMillis: Int64) -> String {
         var s = "{\"_id\":" + JSON.quote(id) + ",\"room_id\":" + JSON.quote(room_id)
         s += ",\"seq\":" + String(seq) + ",\"author_id\":" + JSON.quote(author_id)

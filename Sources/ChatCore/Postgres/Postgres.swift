@@ -229,9 +229,10 @@ public final class PostgresConnection: @unchecked Sendable {
         defer { PQclear(res) }
         do {
             try check(res, c)
-        } catch let e as PostgresError where e.sqlState == "0A000" && e.message.contains("cached plan") {
-            // A table changed under a prepared statement (a migration by a newer process):
-            // prepare again on the next call.
+        } catch let e as PostgresError where (e.sqlState == "0A000" && e.message.contains("cached plan")) || e.sqlState == "26000" {
+            // A table changed under a prepared statement (a migration by a newer process),
+            // or the server no longer knows it (26000, e.g. after DISCARD ALL): prepare
+            // again on the next call.
             prepared.removeValue(forKey: sql)
             throw e
         }
