@@ -74,13 +74,13 @@ public struct MessageRoutes: Sendable {
         // No lookup before the insert: the unique {room_id, author_id, client_id} index
         // detects a retry, the transaction rolls the seq back, and the original is returned.
         switch try store(ctx, room: room, author: me, body: text, clientID: input.client_id, retryOnOrphan: true, phases: phases) {
-        case .stored(_, let json): return .rawJSON(json, status: 201)
+        case .stored(let json): return .rawJSON(json, status: 201)
         case .duplicate(let m): return .rawJSON(m.json)
         }
     }
 
-    /// A new message with its API JSON (already encoded for its event), or the original of a retry.
-    enum Stored { case stored(Message, json: [UInt8]), duplicate(Message) }
+    /// A new message's API JSON (already encoded for its event), or the original of a retry.
+    enum Stored { case stored(json: [UInt8]), duplicate(Message) }
 
     /// Allocates the seq and inserts the message inside one PostgreSQL transaction: the
     /// `UPDATE rooms ... RETURNING last_seq` row lock serializes the room's sends, and a
@@ -93,7 +93,7 @@ public struct MessageRoutes: Sendable {
     func store(_ ctx: RequestContext, room: String, author: String, body: String, clientID: String?, retryOnOrphan: Bool,
                phases: Phases = Phases()) throws -> Stored {
         let db = ctx.services.postgres
-        enum Outcome { case ok(Message, [UInt8]), duplicateClient, orphanSeq(Int64) }
+        enum Outcome { case ok([UInt8]), duplicateClient, orphanSeq(Int64) }
         let outcome: Outcome = try db.transaction(synchronousCommit: false) { db in
             // One statement: the room's next seq (the row lock serializes the room's sends)
             // and the author's read marker moved to it (sending reads up to your own message).
@@ -125,12 +125,12 @@ public struct MessageRoutes: Sendable {
             let json = m.json
             chat.publish(ctx, key: "room." + room, type: "message.created", user: author, body: m.event("message.created", json: json))
             phases.mark("publish")
-            return .ok(m, json)
+            return .ok(json)
         }
         phases.mark("commit")
         switch outcome {
-        case .ok(let m, let json):
-            return .stored(m, json: json)
+        case .ok(let json):
+            return .stored(json: json)
         case .duplicateClient:
             guard let clientID, let original = try existing(ctx, room: room, author: author, clientID: clientID) else {
                 throw APIError.conflict("conflict", "The message could not be stored; try again.")
@@ -204,9 +204,10 @@ public struct MessageRoutes: Sendable {
         try ctx.services.mongo.collection(MessageIndexes.collection) {
             try $0.updateOne("{\"_id\": \(JSON.quote(m.id))}", String(decoding: set, as: UTF8.self))
         }
+        let json = m.json
         chat.publish(ctx, key: "room." + m.room_id, type: "message.updated", user: m.author_id,
-                     body: JSON.encode(Events.MessageEvent(type: "message.updated", room_id: m.room_id, message: m)))
-        return .json(m)
+                     body: m.event("message.updated", json: json))
+        return .rawJSON(json)
     }
 
     func delete(_ ctx: RequestContext) throws -> HTTPReply {
