@@ -7,6 +7,7 @@ import ChatCore
 import ChatAPI
 
 ShutdownSignal.block()
+PostgresConnection.nameConnections("fcgiapp")
 PasswordHasher.returnMemoryAfterEachHash()
 let logger: Logger
 let config: Config
@@ -45,10 +46,26 @@ do {
     }
     prepare.name = "startup"
     prepare.start()
+    // Every pooled MongoDB client connected now rather than by the first requests (the
+    // request threads open their own connections in perThreadStart below).
+    let warmMongo = Thread {
+        let ready = mongo.warmUp(clients: threads)
+        logger.debug("mongodb clients connected at start", metadata: ["clients": "\(ready)"])
+    }
+    warmMongo.name = "warm-mongo"
+    warmMongo.start()
 
     logger.info("fcgiapp listening", metadata: ["socket": "\(socketPath)", "threads": "\(threads)", "pid": "\(getpid())"])
     let server = FastCGIServer(socketPath: socketPath, threads: threads, socketMode: socketMode)
     try server.run(handler: { thread, request in app.handle(thread: thread, request) },
+                   perThreadStart: { thread in
+                       // Connections opened before the thread serves; a dependency that is
+                       // down is left for requests to report (the startup thread logs it).
+                       let down = services[thread].warmUp()
+                       if thread == 0, !down.isEmpty {
+                           logger.debug("not reachable at start", metadata: ["dependencies": "\(down.map(\.rawValue))"])
+                       }
+                   },
                    onShutdown: { logger.info("shutting down: finishing requests in flight") })
     logger.info("fcgiapp stopped")
 } catch {

@@ -10,6 +10,7 @@ import NIOWebSocket
 import ChatCore
 
 ShutdownSignal.block()
+PostgresConnection.nameConnections("relay")
 let config: Config
 do {
     config = try Config.load()

@@ -3,6 +3,7 @@ every process recovers by itself, without a restart, when it returns. The relay 
 Worker reconnect to RabbitMQ and re-declare what they need."""
 
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -10,7 +11,7 @@ import uuid
 import pika
 import pytest
 
-from helpers import make_session, recv_json
+from helpers import fastcgi_request, make_session, recv_json
 from test_20_websocket import publish_event
 from test_30_worker import enqueue
 
@@ -36,6 +37,59 @@ def test_dependency_down_gives_503_naming_it_and_recovers(https, stack_ctl, wait
         stack_ctl("start-service", service)
     # Every pool process and thread recovers (several requests spread over them).
     wait_until(lambda: all(health(https)[0] == 200 for _ in range(8)), timeout=60, interval=0.5)
+
+
+def pool_backends(stack, pid: str) -> int:
+    """PostgreSQL connections of the pool process `pid` (each names itself
+    swiftchat-fcgiapp/<pid> in application_name). A connection of its own per call: the
+    test stops PostgreSQL in between."""
+    import psycopg2
+    connection = psycopg2.connect(stack["PG_DSN"], connect_timeout=5)
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                        (f"swiftchat-fcgiapp/{pid}",))
+            return cur.fetchone()[0]
+    finally:
+        connection.close()
+
+
+def pool_get(sock: str, path: str) -> tuple[int, bytes]:
+    out = fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": path}, timeout=20)
+    return int(out[len(b"Status: "):len(b"Status: ") + 3]), out.split(b"\r\n\r\n", 1)[-1]
+
+
+def test_a_pool_process_connects_before_serving_and_starts_with_postgresql_down(stack, stack_ctl, wait_until):
+    """Every thread of a pool process opens its PostgreSQL connection (the hot statements
+    prepared) before it serves, so a burst right after a restart pays no connects; with
+    PostgreSQL down at start the process serves at once (503 naming it where it is needed)
+    and connects when PostgreSQL is back."""
+    sock = stack["FCGI_SOCKETS"].split(",")[0]
+    stack_ctl("kill-service", "fcgi-1")
+    stack_ctl("start-service", "fcgi-1")
+    pid = stack["PID_FCGI_1"]
+    log = open(f"{stack['LOG_DIR']}/fcgi-1.log", encoding="utf-8").read()
+    threads = int(re.findall(r'"msg":"fcgiapp listening".*?"threads":"(\d+)"', log)[-1])
+    assert threads >= 2
+    # No request has reached this process yet: the connections are there anyway.
+    wait_until(lambda: pool_backends(stack, pid) == threads, timeout=20, interval=0.2)
+
+    stack_ctl("stop-service", "postgres")
+    try:
+        stack_ctl("kill-service", "fcgi-1")
+        started = time.monotonic()
+        stack_ctl("start-service", "fcgi-1")
+        status, body = pool_get(sock, "/api/ping")
+        assert (status, body) == (200, b'{"pong":true}')
+        assert time.monotonic() - started < 10, "the pool waited for PostgreSQL before serving"
+        status, body = pool_get(sock, "/api/health")
+        assert status == 503 and json.loads(body)["down"] == ["postgresql"], body
+    finally:
+        stack_ctl("start-service", "postgres")
+    # Back: the threads connect on use (more requests than threads, each probing PostgreSQL).
+    wait_until(lambda: all(pool_get(sock, "/api/health")[0] == 200 for _ in range(threads * 2)),
+               timeout=60, interval=0.5)
+    assert pool_backends(stack, stack["PID_FCGI_1"]) >= 1
 
 
 def relay_health(port):

@@ -79,6 +79,16 @@ public struct MessageRoutes: Sendable {
         }
     }
 
+    /// One statement: the room's next seq (the row lock serializes the room's sends) and
+    /// the author's read marker moved to it (sending reads up to your own message).
+    /// $1 room, $2 author.
+    static let nextSeqSQL = """
+        WITH r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq),
+             m AS (UPDATE room_members SET last_read_seq = GREATEST(last_read_seq, (SELECT last_seq FROM r))
+                   WHERE room_id = $1 AND user_id = $2)
+        SELECT last_seq FROM r
+        """
+
     /// A new message's API JSON (already encoded for its event), or the original of a retry.
     enum Stored { case stored(json: [UInt8]), duplicate(Message) }
 
@@ -95,14 +105,7 @@ public struct MessageRoutes: Sendable {
         let db = ctx.services.postgres
         enum Outcome { case ok([UInt8]), duplicateClient, orphanSeq(Int64) }
         let outcome: Outcome = try db.transaction(synchronousCommit: false) { db in
-            // One statement: the room's next seq (the row lock serializes the room's sends)
-            // and the author's read marker moved to it (sending reads up to your own message).
-            let seq = try db.query("""
-                WITH r AS (UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq),
-                     m AS (UPDATE room_members SET last_read_seq = GREATEST(last_read_seq, (SELECT last_seq FROM r))
-                           WHERE room_id = $1 AND user_id = $2)
-                SELECT last_seq FROM r
-                """, [room, author]).first!.int("last_seq")
+            let seq = try db.query(MessageRoutes.nextSeqSQL, [room, author]).first!.int("last_seq")
             phases.mark("seq")
             let now = Date()
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))

@@ -22,14 +22,17 @@ struct RoomAccess {
 struct ChatSupport: Sendable {
     let logger = Logger(label: "chat")
     static let roomNotFound = APIError.notFound("not_found", "There is no such room.")
+    /// The room's kind and the caller's role (NULL for a non-member): $1 room, $2 user.
+    static let accessSQL = """
+        SELECT r.kind, m.role FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2
+        WHERE r.id = $1
+        """
 
     func access(_ ctx: RequestContext, _ raw: String? = nil) throws -> RoomAccess {
         let rid = try Validate.uuid(raw ?? ctx.param("id"), notFound: ChatSupport.roomNotFound)
         // One round trip: the room's kind and the caller's role (NULL for a non-member).
-        guard let row = try ctx.services.postgres.query("""
-            SELECT r.kind, m.role FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2
-            WHERE r.id = $1
-            """, [rid, try ctx.user.userID]).first else { throw ChatSupport.roomNotFound }
+        guard let row = try ctx.services.postgres.query(ChatSupport.accessSQL, [rid, try ctx.user.userID]).first
+        else { throw ChatSupport.roomNotFound }
         let kind = try row.string("kind"), role = try row.optionalString("role")
         if kind != "public" && role == nil { throw ChatSupport.roomNotFound }
         return RoomAccess(room: .init(id: rid, kind: kind), role: role)

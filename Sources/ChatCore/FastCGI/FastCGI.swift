@@ -167,8 +167,10 @@ public final class FastCGIServer: @unchecked Sendable {
     }
 
     /// Opens the socket, runs the threads and blocks until a shutdown signal arrived and
-    /// every thread has finished its request. `perThreadStart` runs on each thread first.
-    public func run(handler: @escaping Handler, onShutdown: @escaping @Sendable () -> Void = {}) throws {
+    /// every thread has finished its request. `perThreadStart` runs on each thread before
+    /// its first accept (connections wait in the socket's backlog meanwhile).
+    public func run(handler: @escaping Handler, perThreadStart: @escaping @Sendable (_ threadIndex: Int) -> Void = { _ in },
+                    onShutdown: @escaping @Sendable () -> Void = {}) throws {
         guard FCGX_Init() == 0 else { throw ConfigError.invalid("FCGI", "FCGX_Init failed") }
         // libfcgi installs its own SIGTERM handler that only sets a flag; the signals are
         // blocked (ShutdownSignal.block() at the top of main) and taken here with sigwait.
@@ -184,6 +186,7 @@ public final class FastCGIServer: @unchecked Sendable {
         for index in 0..<threads {
             group.enter()
             let thread = Thread { [self] in
+                perThreadStart(index)
                 self.serve(index: index, fd: fd, handler: handler)
                 group.leave()
             }

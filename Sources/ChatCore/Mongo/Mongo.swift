@@ -70,6 +70,23 @@ public final class MongoPool: @unchecked Sendable {
     public func collection<T>(_ name: String, _ body: (MongoCollection) throws -> T) throws -> T {
         try withClient { try body($0.collection(name)) }
     }
+
+    /// Opens up to `clients` pooled clients' connections now (a ping each), so the first
+    /// requests after a start do not each pay a connect and handshake. Takes only clients
+    /// the pool can give without waiting, stops at the first ping that fails (the server
+    /// is down: the requests will find out), and returns every client it took. Returns
+    /// how many answered.
+    @discardableResult
+    public func warmUp(clients: Int) -> Int {
+        var taken: [OpaquePointer] = []
+        defer { taken.forEach { mongoc_client_pool_push(pool, $0) } }
+        for _ in 0..<max(0, clients) {
+            guard let client = mongoc_client_pool_try_pop(pool) else { break }
+            taken.append(client)
+            guard (try? MongoClient(client: client, database: database).ping()) != nil else { return taken.count - 1 }
+        }
+        return taken.count
+    }
 }
 
 /// A client borrowed from the pool; valid only inside `withClient`.

@@ -106,6 +106,14 @@ public final class PostgresConnection: @unchecked Sendable {
     private var prepared: [String: String] = [:]
     static let maxPrepared = 256
 
+    /// Names this process's connections in pg_stat_activity (`application_name`), e.g.
+    /// "swiftchat-fcgiapp/4711", so an operator sees which process holds which backend.
+    /// Through libpq's PGAPPNAME: an application_name in the conninfo, or a PGAPPNAME the
+    /// operator set, wins. Call at start, before any connection and any thread.
+    public static func nameConnections(_ program: String) {
+        setenv("PGAPPNAME", "swiftchat-\(program)/\(getpid())", 0)
+    }
+
     public init(conninfo: String, statementTimeoutMs: Int = 10_000) {
         self.conninfo = PostgresConnection.withTimeouts(conninfo)
         self.statementTimeoutMs = statementTimeoutMs
@@ -193,6 +201,14 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// A round trip, for health checks.
     public func ping() throws { try query("SELECT 1") }
+
+    /// Connects if needed and prepares `sql` (with `parameters` parameters) on this
+    /// connection, as its first use would: a process warms its connections with the
+    /// statements of its hot paths at start, so the first requests after a restart pay
+    /// neither the connect nor the parse and plan (nor a new backend's catalog loads).
+    public func prepare(_ sql: String, parameters: Int) throws {
+        _ = try statementName(try connection(), sql, parameters: parameters)
+    }
 
     /// The name of `sql` prepared on `c`, preparing it first if needed.
     private func statementName(_ c: OpaquePointer, _ sql: String, parameters: Int) throws -> String {
