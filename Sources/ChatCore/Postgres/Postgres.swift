@@ -104,6 +104,10 @@ public final class PostgresConnection: @unchecked Sendable {
     /// call. Keyed by the SQL text; emptied with the connection. Bounded: the SQL texts are
     /// constants of this program, but a cap keeps a mistake from growing it without limit.
     private var prepared: [String: String] = [:]
+    /// The next statement name's number. Not `prepared.count`: an entry dropped for
+    /// re-preparing leaves its old statement on the server, and a count-derived name
+    /// could then repeat a name still in use (42P05, on every later call).
+    private var statementNumber = 0
     static let maxPrepared = 256
 
     /// Names this process's connections in pg_stat_activity (`application_name`), e.g.
@@ -217,7 +221,8 @@ public final class PostgresConnection: @unchecked Sendable {
             if let res = PQexec(c, "DEALLOCATE ALL") { PQclear(res) }
             prepared.removeAll()
         }
-        let name = "s\(prepared.count + 1)"
+        statementNumber += 1
+        let name = "s\(statementNumber)"
         guard let res = PQprepare(c, name, sql, Int32(parameters), nil) else { throw lost(c) }
         defer { PQclear(res) }
         try check(res, c)
