@@ -1,3 +1,33 @@
 // libfcgi. FCGX_FPrintF is variadic and not importable; ChatCore uses FCGX_PutStr.
 #include <fcgiapp.h>
 #include <fcgios.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+// The FastCGI server's readiness loop (ChatCore/FastCGI). struct epoll_event is packed on
+// x86-64, so it never crosses into Swift: these take and return the 64-bit tag only.
+static inline int swiftchat_epoll_arm(int epfd, int op, int fd, uint64_t tag, int oneshot) {
+    struct epoll_event ev;
+    ev.events = EPOLLIN | (oneshot ? EPOLLONESHOT : 0);
+    ev.data.u64 = tag;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+static inline int swiftchat_epoll_wait_one(int epfd, uint64_t *tag, int timeout_ms) {
+    struct epoll_event ev;
+    int n = epoll_wait(epfd, &ev, 1, timeout_ms);
+    if (n == 1) *tag = ev.data.u64;
+    return n;
+}
+
+// The shutdown wake-up: an eventfd that stays readable once written.
+static inline int swiftchat_eventfd(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+static inline int swiftchat_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    return (int)write(fd, &one, sizeof one);
+}

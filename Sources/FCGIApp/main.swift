@@ -1,6 +1,7 @@
 // FCGIApp: the REST API as a FastCGI pool process behind nginx. Threads share one
-// listening socket and each accepts with FCGX_Accept_r; every thread owns its own
-// connections. Run several processes (systemd template units) behind one nginx upstream.
+// listening socket and take whichever kept nginx connection is readable (FastCGIServer);
+// every thread owns its own database and broker connections. Run several processes
+// (systemd template units) behind one nginx upstream.
 import Foundation
 import Logging
 import ChatCore
@@ -56,7 +57,9 @@ do {
     warmMongo.start()
 
     logger.info("fcgiapp listening", metadata: ["socket": "\(socketPath)", "threads": "\(threads)", "pid": "\(getpid())"])
-    let server = FastCGIServer(socketPath: socketPath, threads: threads, socketMode: socketMode)
+    let server = FastCGIServer(socketPath: socketPath, threads: threads, socketMode: socketMode,
+                               maxConnections: try config.int("FCGI_MAX_CONNECTIONS", default: 1024),
+                               ioTimeoutSeconds: try config.int("FCGI_IO_TIMEOUT_SECONDS", default: 30))
     try server.run(handler: { thread, request in app.handle(thread: thread, request) },
                    perThreadStart: { thread in
                        // Connections opened before the thread serves; a dependency that is

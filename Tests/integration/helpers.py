@@ -89,6 +89,44 @@ def _nv(name: bytes, value: bytes) -> bytes:
     return length(len(name)) + length(len(value)) + name + value
 
 
+class FastCGIConnection:
+    """One kept FastCGI connection, the way nginx uses them (fastcgi_keep_conn on): each
+    request asks the application to keep the connection open (FCGI_KEEP_CONN)."""
+
+    def __init__(self, socket_path: str, timeout: float = 5.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(socket_path)
+        self.buf = b""
+
+    def request(self, params: dict[str, str], body: bytes = b"", request_id: int = 1) -> bytes:
+        """Sends one request and returns its STDOUT stream; raises if the connection ends first."""
+        encoded = b"".join(_nv(k.encode(), v.encode()) for k, v in params.items())
+        self.sock.sendall(_record(FCGI_BEGIN_REQUEST, request_id, struct.pack("!HB5x", 1, 1))
+                          + _record(FCGI_PARAMS, request_id, encoded) + _record(FCGI_PARAMS, request_id, b"")
+                          + (_record(FCGI_STDIN, request_id, body) if body else b"")
+                          + _record(FCGI_STDIN, request_id, b""))
+        out = b""
+        while True:
+            while len(self.buf) >= 8:
+                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", self.buf[:8])
+                if len(self.buf) < 8 + clen + plen:
+                    break
+                content = self.buf[8:8 + clen]
+                self.buf = self.buf[8 + clen + plen:]
+                if rtype == FCGI_STDOUT:
+                    out += content
+                elif rtype == FCGI_END_REQUEST:
+                    return out
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the application closed the connection")
+            self.buf += chunk
+
+    def close(self):
+        self.sock.close()
+
+
 def fastcgi_request(socket_path: str, params: dict[str, str], body: bytes = b"", raw: Optional[bytes] = None,
                     timeout: float = 5.0) -> bytes:
     """Sends one request (or `raw` bytes) and returns the STDOUT stream of the reply."""

@@ -1,14 +1,15 @@
 """The HTTP edge: nginx (TLS, redirect, headers, SPA, limits) and the FastCGI pool
 (health, routing, the error envelope, malformed input)."""
 
-import re
 import json
 import os
+import re
+import time
 
 import requests
 
 from contract import CONTRACT
-from helpers import fastcgi_request
+from helpers import FastCGIConnection, fastcgi_request
 
 
 def error_code(response):
@@ -123,6 +124,60 @@ def test_malformed_fastcgi_params_get_400_and_the_pool_keeps_serving(stack):
     for _ in range(40):
         out = fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"})
         assert out.startswith(b"Status: 200") and out.endswith(b'{"pong":true}'), out
+
+
+def pool_threads(stack) -> int:
+    log = open(f"{stack['LOG_DIR']}/fcgi-1.log", encoding="utf-8").read()
+    return int(re.findall(r'"msg":"fcgiapp listening".*?"threads":"(\d+)"', log)[-1])
+
+
+def ping_ok(out: bytes) -> bool:
+    return out.startswith(b"Status: 200") and out.endswith(b'{"pong":true}')
+
+
+def test_idle_kept_connections_hold_no_thread(stack):
+    """nginx keeps idle FastCGI connections open (fastcgi_keep_conn, keepalive cache). With
+    more of them than the process has threads, a new connection is still answered at once,
+    and every kept connection still serves its next request."""
+    sock = pool_socket(stack)
+    threads = pool_threads(stack)
+    kept = [FastCGIConnection(sock) for _ in range(threads + 8)]
+    try:
+        for conn in kept:
+            assert ping_ok(conn.request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}))
+        # Every thread would be sitting on an idle connection if connections held threads.
+        started = time.monotonic()
+        out = fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}, timeout=5)
+        assert ping_ok(out), out
+        assert time.monotonic() - started < 2
+        for n, conn in enumerate(reversed(kept)):
+            out = conn.request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}, request_id=n + 2)
+            assert ping_ok(out), out
+    finally:
+        for conn in kept:
+            conn.close()
+
+
+def test_connections_closed_by_the_web_server_are_released(stack):
+    """Kept connections that nginx closes give their place back: more open-and-close cycles
+    than the process accepts connections at once (1,024 by default), then it still serves."""
+    sock = pool_socket(stack)
+    for _ in range(1100):
+        conn = FastCGIConnection(sock)
+        try:
+            assert ping_ok(conn.request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}))
+        finally:
+            conn.close()
+    # A connection closed in the middle of a request, and one that sends garbage.
+    half = FastCGIConnection(sock)
+    half.sock.sendall(b"\x01\x01\x00\x01\x00\x08\x00\x00\x00\x01\x01")
+    half.close()
+    try:
+        fastcgi_request(sock, {}, raw=os.urandom(2048), timeout=3)
+    except OSError:
+        pass
+    for _ in range(pool_threads(stack) * 2):
+        assert ping_ok(fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}))
 
 
 def test_undecodable_and_dot_segment_paths_are_404(stack):

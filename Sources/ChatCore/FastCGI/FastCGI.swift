@@ -147,28 +147,72 @@ public enum FastCGIRequestParser {
     }
 }
 
-/// The FastCGI side of the pool: a socket shared by `threads` threads that each accept
-/// with FCGX_Accept_r (no accept mutex needed). SIGTERM/SIGINT close the listening socket
-/// so blocked accepts return; each thread finishes the request it holds, then exits.
-/// Call `ShutdownSignal.block()` before any thread starts.
+/// The FastCGI side of the pool: `threads` threads serve one listening socket, reading
+/// every request with FCGX_Accept_r, and no thread is tied to a connection.
+///
+/// libfcgi's own model ties a thread to a connection: FCGX_Accept_r accepts, and with
+/// nginx's `fastcgi_keep_conn on` the thread then blocks reading that connection until
+/// nginx closes it. nginx keeps idle connections open, so threads sat on idle connections
+/// while new ones waited in the backlog (p99 35-45 ms on /api/ping, and a small keepalive
+/// cache to limit it meant a connect, accept and close for every seventh request).
+/// Here the threads share an epoll set instead: the listening socket and every idle
+/// connection are in it, one-shot, and a thread takes whichever becomes readable:
+/// - the listening socket: it accepts what is pending (non-blocking) and adds each
+///   connection to the set;
+/// - a connection: FCGX_Accept_r reads the request from it (a request struct whose
+///   connection is open reads instead of accepting), the handler answers,
+///   FCGX_Finish_r ends the request, and the connection goes back into the set unless
+///   libfcgi closed it (nginx closed it, sent garbage, or did not ask to keep it).
+/// Idle connections cost a descriptor and a request struct, no thread.
+///
+/// SIGTERM/SIGINT (taken with sigwait: call `ShutdownSignal.block()` before any thread
+/// starts) shut the listening socket down, so nginx fails over to the other processes at
+/// once; each thread finishes the request it holds and exits; a request that arrives on an
+/// idle connection meanwhile is answered 503 `fcgiapp` with Retry-After.
 public final class FastCGIServer: @unchecked Sendable {
     public typealias Handler = @Sendable (_ threadIndex: Int, _ request: HTTPRequest) -> HTTPReply
 
     private let socketPath: String
     private let threads: Int
     private let socketMode: mode_t
+    private let maxConnections: Int
+    private let ioTimeoutSeconds: Int
     private var listenFD: Int32 = -1
+    private var epollFD: Int32 = -1
+    private var wakeFD: Int32 = -1
     private let stopping = ManagedAtomicFlag()
 
-    public init(socketPath: String, threads: Int, socketMode: mode_t = 0o666) {
+    // epoll tags: 0 the listening socket, 1 the shutdown eventfd, 2+n connection slot n.
+    private static let listenTag: UInt64 = 0
+    private static let wakeTag: UInt64 = 1
+    private static let firstSlotTag: UInt64 = 2
+
+    // Connection slots: a request struct each, reused. A slot in use belongs to one thread
+    // from the event that woke it until it re-arms the connection (EPOLLONESHOT), so only
+    // taking and returning slots needs the lock.
+    private let slotLock = NSLock()
+    private var slots: [UnsafeMutablePointer<FCGX_Request>] = []
+    private var freeSlots: [Int] = []
+    private var listenPaused = false
+
+    /// `maxConnections`: connections open at once (more wait in the backlog);
+    /// `ioTimeoutSeconds`: how long a read or write inside a request may block.
+    public init(socketPath: String, threads: Int, socketMode: mode_t = 0o666, maxConnections: Int = 1024,
+                ioTimeoutSeconds: Int = 30) {
         self.socketPath = socketPath
         self.threads = max(1, threads)
         self.socketMode = socketMode
+        self.maxConnections = max(1, maxConnections)
+        self.ioTimeoutSeconds = max(1, ioTimeoutSeconds)
+    }
+
+    deinit {
+        for slot in slots { slot.deallocate() }
     }
 
     /// Opens the socket, runs the threads and blocks until a shutdown signal arrived and
     /// every thread has finished its request. `perThreadStart` runs on each thread before
-    /// its first accept (connections wait in the socket's backlog meanwhile).
+    /// it serves (connections wait in the socket's backlog or the epoll set meanwhile).
     public func run(handler: @escaping Handler, perThreadStart: @escaping @Sendable (_ threadIndex: Int) -> Void = { _ in },
                     onShutdown: @escaping @Sendable () -> Void = {}) throws {
         guard FCGX_Init() == 0 else { throw ConfigError.invalid("FCGI", "FCGX_Init failed") }
@@ -180,14 +224,23 @@ public final class FastCGIServer: @unchecked Sendable {
         let fd = FCGX_OpenSocket(socketPath, 1024)
         guard fd >= 0 else { throw ConfigError.invalid("FCGI_SOCKET", socketPath) }
         if socketPath.hasPrefix("/") { chmod(socketPath, socketMode) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         listenFD = fd
+        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = swiftchat_eventfd()
+        guard epollFD >= 0, wakeFD >= 0,
+              swiftchat_epoll_arm(epollFD, EPOLL_CTL_ADD, fd, Self.listenTag, 1) == 0,
+              swiftchat_epoll_arm(epollFD, EPOLL_CTL_ADD, wakeFD, Self.wakeTag, 0) == 0 else {
+            throw ConfigError.invalid("FCGI", "epoll set-up failed: \(String(cString: strerror(errno)))")
+        }
 
         let group = DispatchGroup()
         for index in 0..<threads {
             group.enter()
             let thread = Thread { [self] in
                 perThreadStart(index)
-                self.serve(index: index, fd: fd, handler: handler)
+                self.serve(index: index, handler: handler)
                 group.leave()
             }
             thread.name = "fcgi-\(index)"
@@ -198,49 +251,164 @@ public final class FastCGIServer: @unchecked Sendable {
         ShutdownSignal.wait()
         stopping.set()
         onShutdown()
-        // Wakes every thread blocked in accept(); a thread inside a request finishes it first.
+        // New connections are refused from now on; the eventfd (level-triggered, in every
+        // thread's epoll_wait) wakes each idle thread, and a thread inside a request
+        // finishes it first.
         Glibc.shutdown(fd, Int32(SHUT_RDWR))
-        _ = group.wait(timeout: .now() + 15)
+        _ = swiftchat_eventfd_signal(wakeFD)
+        let finished = group.wait(timeout: .now() + 15) == .success
         Glibc.close(fd)
+        if finished {
+            // Idle kept connections: nginx sees them close and drops them from its cache.
+            slotLock.lock()
+            for slot in slots where slot.pointee.ipcFd >= 0 {
+                Glibc.close(slot.pointee.ipcFd)
+                slot.pointee.ipcFd = -1
+            }
+            slotLock.unlock()
+        }
         if socketPath.hasPrefix("/") { unlink(socketPath) }
     }
 
-    private func serve(index: Int, fd: Int32, handler: Handler) {
-        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
-        defer { request.deallocate() }
-        FCGX_InitRequest(request, fd, 0)
-        while !stopping.isSet {
-            guard FCGX_Accept_r(request) >= 0 else { break }
-            if stopping.isSet {
-                // Accepted during shutdown: answer so nginx can retry elsewhere.
-                write(HTTPReply.error(.unavailable("fcgiapp", retryAfter: 1)), to: request)
-                FCGX_Finish_r(request)
+    private func serve(index: Int, handler: Handler) {
+        var tag: UInt64 = 0
+        while true {
+            let n = swiftchat_epoll_wait_one(epollFD, &tag, -1)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { break }
+            if n == 0 { continue }
+            if tag == Self.wakeTag { break }
+            if tag == Self.listenTag {
+                if stopping.isSet { break }
+                acceptPending()
+                continue
+            }
+            let slot = Int(tag - Self.firstSlotTag)
+            serveConnection(slot: slot, request: slotRequest(slot), index: index, handler: handler)
+            if stopping.isSet { break }
+        }
+    }
+
+    /// Accepts every pending connection (the listening socket is non-blocking) into a free
+    /// slot, then re-arms the listening socket, or leaves it paused while every slot is
+    /// taken (a slot coming free re-arms it).
+    private func acceptPending() {
+        while true {
+            slotLock.lock()
+            let full = slots.count - freeSlots.count >= maxConnections
+            if full { listenPaused = true }
+            slotLock.unlock()
+            if full { return }
+            let conn = accept(listenFD, nil, nil)
+            if conn < 0 {
+                switch errno {
+                case EINTR, ECONNABORTED, EPROTO: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors: give requests in flight a moment to return some.
+                    usleep(20_000)
+                default: break // EAGAIN: nothing pending; EINVAL: shut down
+                }
                 break
             }
-            let params = readParams(request)
-            let parsed = FastCGIRequestParser.parse(params: params) { length in
-                var buf = [UInt8](repeating: 0, count: length)
-                var got = 0
-                while got < length {
-                    let n = buf.withUnsafeMutableBufferPointer { p in
-                        p.baseAddress!.withMemoryRebound(to: CChar.self, capacity: length) {
-                            FCGX_GetStr($0 + got, Int32(length - got), request.pointee.in)
-                        }
-                    }
-                    if n <= 0 { break }
-                    got += Int(n)
-                }
-                return Array(buf.prefix(got))
+            _ = fcntl(conn, F_SETFD, FD_CLOEXEC)
+            // TCP (FCGI_SOCKET host:port): replies are small writes, no Nagle delay. On a
+            // unix socket this fails harmlessly.
+            var one: Int32 = 1
+            _ = setsockopt(conn, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            // A thread reads a connection only once it is readable, but a request that
+            // stops half-way (or a peer that stops reading the reply) would hold it: reads
+            // and writes give up after ioTimeout, and libfcgi closes the connection.
+            var limit = timeval(tv_sec: ioTimeoutSeconds, tv_usec: 0)
+            _ = setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            _ = setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            let slot = takeSlot()
+            let request = slotRequest(slot)
+            FCGX_InitRequest(request, -1, 0)
+            // An open connection makes FCGX_Accept_r read instead of accept; keepConnection
+            // keeps the FCGX_Finish_r it starts with from closing it before the first request.
+            request.pointee.ipcFd = conn
+            request.pointee.keepConnection = 1
+            if swiftchat_epoll_arm(epollFD, EPOLL_CTL_ADD, conn, Self.firstSlotTag + UInt64(slot), 1) != 0 {
+                Glibc.close(conn)
+                request.pointee.ipcFd = -1
+                returnSlot(slot)
             }
-            let reply: HTTPReply
-            switch parsed {
-            case .success(let req): reply = handler(index, req)
-            case .failure(let error): reply = .error(error)
-            }
-            write(reply, to: request)
-            FCGX_Finish_r(request)
         }
-        FCGX_Free(request, 1)
+        if !stopping.isSet { _ = swiftchat_epoll_arm(epollFD, EPOLL_CTL_MOD, listenFD, Self.listenTag, 1) }
+    }
+
+    private func takeSlot() -> Int {
+        slotLock.lock()
+        defer { slotLock.unlock() }
+        if let slot = freeSlots.popLast() { return slot }
+        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
+        FCGX_InitRequest(request, -1, 0)
+        slots.append(request)
+        return slots.count - 1
+    }
+
+    private func slotRequest(_ slot: Int) -> UnsafeMutablePointer<FCGX_Request> {
+        slotLock.lock()
+        defer { slotLock.unlock() }
+        return slots[slot]
+    }
+
+    private func returnSlot(_ slot: Int) {
+        slotLock.lock()
+        freeSlots.append(slot)
+        let resume = listenPaused && !stopping.isSet
+        listenPaused = false
+        slotLock.unlock()
+        if resume { _ = swiftchat_epoll_arm(epollFD, EPOLL_CTL_MOD, listenFD, Self.listenTag, 1) }
+    }
+
+    /// One request from a readable connection, then the connection back into the set (or
+    /// its slot freed when libfcgi closed it).
+    private func serveConnection(slot: Int, request: UnsafeMutablePointer<FCGX_Request>, index: Int, handler: Handler) {
+        // The connection's next request; a closed or broken connection is closed by libfcgi
+        // (which then finds no listening socket, -1, and returns an error).
+        guard FCGX_Accept_r(request) >= 0 else {
+            if request.pointee.ipcFd >= 0 { FCGX_Free(request, 1) }
+            returnSlot(slot)
+            return
+        }
+        if stopping.isSet {
+            // Arrived during shutdown: answer so the client can retry elsewhere.
+            write(HTTPReply.error(.unavailable("fcgiapp", retryAfter: 1)), to: request)
+            FCGX_Finish_r(request)
+            if request.pointee.ipcFd >= 0 { FCGX_Free(request, 1) }
+            returnSlot(slot)
+            return
+        }
+        let params = readParams(request)
+        let parsed = FastCGIRequestParser.parse(params: params) { length in
+            var buf = [UInt8](repeating: 0, count: length)
+            var got = 0
+            while got < length {
+                let n = buf.withUnsafeMutableBufferPointer { p in
+                    p.baseAddress!.withMemoryRebound(to: CChar.self, capacity: length) {
+                        FCGX_GetStr($0 + got, Int32(length - got), request.pointee.in)
+                    }
+                }
+                if n <= 0 { break }
+                got += Int(n)
+            }
+            return Array(buf.prefix(got))
+        }
+        let reply: HTTPReply
+        switch parsed {
+        case .success(let req): reply = handler(index, req)
+        case .failure(let error): reply = .error(error)
+        }
+        write(reply, to: request)
+        FCGX_Finish_r(request)
+        let conn = request.pointee.ipcFd
+        if conn < 0 {
+            returnSlot(slot) // not kept (or the write failed): libfcgi closed it
+        } else if swiftchat_epoll_arm(epollFD, EPOLL_CTL_MOD, conn, Self.firstSlotTag + UInt64(slot), 1) != 0 {
+            FCGX_Free(request, 1)
+            returnSlot(slot)
+        }
     }
 
     /// The CGI variables the parser uses (HTTP_* headers and a few others), copied out
