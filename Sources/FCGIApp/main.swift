@@ -57,8 +57,21 @@ do {
     warmMongo.start()
 
     logger.info("fcgiapp listening", metadata: ["socket": "\(socketPath)", "threads": "\(threads)", "pid": "\(getpid())"])
+    // FastCGI connections fit in the descriptor limit beside each thread's database and
+    // broker connections (and the MongoDB pool's): past it, accept fails with EMFILE.
+    var maxConnections = try config.int("FCGI_MAX_CONNECTIONS", default: 1024)
+    var files = rlimit()
+    if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 {
+        let room = Int(files.rlim_cur) - 64 - 5 * threads
+        if maxConnections > room {
+            logger.warning("FCGI_MAX_CONNECTIONS lowered to fit the open-files limit",
+                           metadata: ["configured": "\(maxConnections)", "used": "\(max(1, room))",
+                                      "limit": "\(files.rlim_cur)"])
+            maxConnections = max(1, room)
+        }
+    }
     let server = FastCGIServer(socketPath: socketPath, threads: threads, socketMode: socketMode,
-                               maxConnections: try config.int("FCGI_MAX_CONNECTIONS", default: 1024),
+                               maxConnections: maxConnections,
                                ioTimeoutSeconds: try config.int("FCGI_IO_TIMEOUT_SECONDS", default: 30))
     try server.run(handler: { thread, request in app.handle(thread: thread, request) },
                    perThreadStart: { thread in
