@@ -6,6 +6,7 @@ import os
 import re
 import time
 
+import pytest
 import requests
 
 from contract import CONTRACT
@@ -178,6 +179,35 @@ def test_connections_closed_by_the_web_server_are_released(stack):
         pass
     for _ in range(pool_threads(stack) * 2):
         assert ping_ok(fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}))
+
+
+def test_a_request_that_stops_half_way_frees_its_thread(stack):
+    """A request whose bytes stop coming holds a thread for FCGI_IO_TIMEOUT_SECONDS (3 in
+    the test stack), no longer: with more such requests than the process has threads, a
+    new request is still answered, and each stalled connection is closed."""
+    conf = open(stack["CONFIG_FILE"], encoding="utf-8").read()
+    found = re.findall(r"^FCGI_IO_TIMEOUT_SECONDS=(\d+)$", conf, re.M)
+    if not found or int(found[-1]) > 5:
+        pytest.skip("needs a stack with FCGI_IO_TIMEOUT_SECONDS <= 5 (scripts/test.sh sets 3)")
+    limit = int(found[-1])
+    sock = pool_socket(stack)
+    stalled = []
+    try:
+        for _ in range(pool_threads(stack) + 2):
+            conn = FastCGIConnection(sock, timeout=limit + 10)
+            # BEGIN_REQUEST, then a PARAMS record that announces 100 bytes and sends 10.
+            conn.sock.sendall(b"\x01\x01\x00\x01\x00\x08\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00"
+                              + b"\x01\x04\x00\x01\x00\x64\x00\x00" + b"\x0e\x03REQUEST_")
+            stalled.append(conn)
+        started = time.monotonic()
+        out = fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/api/ping"}, timeout=limit + 15)
+        assert ping_ok(out), out
+        assert time.monotonic() - started < limit + 12
+        for conn in stalled:
+            assert conn.sock.recv(64) == b""  # closed by the pool, nothing answered
+    finally:
+        for conn in stalled:
+            conn.close()
 
 
 def test_undecodable_and_dot_segment_paths_are_404(stack):
