@@ -49,11 +49,18 @@ do {
     prepare.start()
     // Every pooled MongoDB client connected now rather than by the first requests (the
     // request threads open their own connections in perThreadStart below).
+    // Then it keeps them from going idle: a pooled connection unused for minutes may be
+    // dropped by the server or a firewall, and only its next request would find out.
+    let mongoKeepAlive = try config.int("MONGO_KEEPALIVE_SECONDS", default: 60)
     let warmMongo = Thread {
         let ready = mongo.warmUp(clients: threads)
         logger.debug("mongodb clients connected at start", metadata: ["clients": "\(ready)"])
+        while mongoKeepAlive > 0 {
+            Thread.sleep(forTimeInterval: Double(mongoKeepAlive))
+            mongo.pingIdleClients()
+        }
     }
-    warmMongo.name = "warm-mongo"
+    warmMongo.name = "mongo-keepalive"
     warmMongo.start()
 
     logger.info("fcgiapp listening", metadata: ["socket": "\(socketPath)", "threads": "\(threads)", "pid": "\(getpid())"])

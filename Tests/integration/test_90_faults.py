@@ -97,6 +97,26 @@ def relay_health(port):
         return json.load(r)
 
 
+def test_pooled_mongodb_connections_do_not_sit_idle(stack, mongo_db):
+    """Each pool process pings its idle MongoDB clients every MONGO_KEEPALIVE_SECONDS (2 in
+    the test stack), so no pooled connection sits unused until the server or a firewall
+    drops it (SecantusDB closes one after 300 s; the request that drew it got a 503). With
+    no API traffic at all, the server still sees every process's clients."""
+    conf = open(stack["CONFIG_FILE"], encoding="utf-8").read()
+    found = re.findall(r"^MONGO_KEEPALIVE_SECONDS=(\d+)$", conf, re.M)
+    if not found or not 0 < int(found[-1]) <= 3:
+        pytest.skip("needs a stack with MONGO_KEEPALIVE_SECONDS <= 3 (scripts/test.sh sets 2)")
+    log = open(f"{stack['LOG_DIR']}/fcgi-1.log", encoding="utf-8").read()
+    threads = int(re.findall(r'"msg":"fcgiapp listening".*?"threads":"(\d+)"', log)[-1])
+    processes = len(stack["FCGI_SOCKETS"].split(","))
+    commands = lambda: mongo_db.client.admin.command("serverStatus")["opcounters"]["command"]  # noqa: E731
+    before = commands()
+    time.sleep(3 * int(found[-1]) + 0.5)
+    # Three rounds of pings from every process (each client pinged once a round), less the
+    # clients requests were using at the moment; this test's own serverStatus calls are 2.
+    assert commands() - before >= 2 * threads * processes
+
+
 def test_relay_and_worker_recover_after_rabbitmq_restart(stack, stack_ctl, wait_until, redis_client, ws_connect,
                                                          wait_for_mail):
     stack_ctl("stop-service", "rabbitmq")

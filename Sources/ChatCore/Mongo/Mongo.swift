@@ -87,6 +87,30 @@ public final class MongoPool: @unchecked Sendable {
         }
         return taken.count
     }
+
+    /// Pings every pooled client that is not in use, so that no pooled connection sits idle
+    /// long enough for the server (SecantusDB closes a connection after 300 s without a
+    /// command) or a firewall between to drop it. libmongoc checks a pooled connection only
+    /// when it is used: a dropped one failed the next request that drew it (503
+    /// mongodb_unavailable), and the network error made every thread of the process wait
+    /// for a new server check (about a second). Clients are held one ping at a time; after
+    /// the first failed ping the rest go back unpinged (the server is down or restarting:
+    /// the requests will find out). Returns how many answered.
+    @discardableResult
+    public func pingIdleClients() -> Int {
+        var idle: [OpaquePointer] = []
+        while let client = mongoc_client_pool_try_pop(pool) { idle.append(client) }
+        var answered = 0
+        for (i, client) in idle.enumerated() {
+            guard (try? MongoClient(client: client, database: database).ping()) != nil else {
+                idle[i...].forEach { mongoc_client_pool_push(pool, $0) }
+                return answered
+            }
+            mongoc_client_pool_push(pool, client)
+            answered += 1
+        }
+        return answered
+    }
 }
 
 /// A client borrowed from the pool; valid only inside `withClient`.
