@@ -885,6 +885,101 @@ class Fleet:
                 p.join(2)
 
 
+class SwiftFleet:
+    """The same clients in Swift (`Bench ws-clients`, Sources/Bench/WSClients.swift): one
+    epoll loop per process, the same receipts. The load generator shares the machine with
+    the stack it measures; these spend a fraction of the Python clients' CPU per delivery."""
+
+    BINARY = REPO / ".build" / "release" / "Bench"
+
+    def __init__(self, conns, procs, host, port, max_life):
+        import subprocess
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="ws_load-")
+        self.procs = []
+        procs = max(1, min(procs, len(conns)))
+        for k in range(procs):
+            p = subprocess.Popen([str(self.BINARY), "ws-clients"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, bufsize=1)
+            cfg = {"conns": conns[k::procs], "host": host, "port": port, "concurrency": 64, "max_life": max_life}
+            p.stdin.write(json.dumps(cfg) + "\n")
+            p.stdin.flush()
+            self.procs.append(p)
+
+    def _line(self, p, timeout):
+        import select
+
+        if not select.select([p.stdout], [], [], timeout)[0]:
+            raise RuntimeError("a client process did not answer in time")
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a client process exited ({p.poll()})")
+        return line.split(" ", 5 if line.startswith("data") else 4)
+
+    def wait_ready(self, timeout: float):
+        ok = failed = 0
+        errors: dict = {}
+        took = 0.0
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            _, o, f, t, e = self._line(p, max(0.1, deadline - time.monotonic()))
+            ok, failed, took = ok + int(o), failed + int(f), max(took, float(t))
+            for k, v in json.loads(e).items():
+                errors[k] = errors.get(k, 0) + v
+        return ok, failed, errors, took
+
+    def ask(self, cmd, timeout=60):
+        for p in self.procs:
+            p.stdin.write(cmd + "\n")
+            p.stdin.flush()
+        return [self._line(p, timeout) for p in self.procs]
+
+    def count(self):
+        r = self.ask("count")
+        return sum(int(x[1]) for x in r), sum(int(x[2]) for x in r)
+
+    def collect(self):
+        import numpy as np
+
+        parts, arrays = [], []
+        for k, p in enumerate(self.procs):
+            path = f"{self.dir}/receipts-{k}"
+            p.stdin.write(f"collect {path}\n")
+            p.stdin.flush()
+            parts.append(self._line(p, 120))
+            arrays.append(np.fromfile(path, dtype=np.int64).reshape(4, -1))
+            os.unlink(path)
+        codes: dict = {}
+        for part in parts:
+            for k, v in json.loads(part[5]).items():
+                codes[k] = codes.get(k, 0) + v
+        cat = lambda i: np.concatenate([a[i] for a in arrays])  # noqa: E731
+        return {"conn": cat(0), "cid": cat(1), "seq": cat(2), "t": cat(3), "dropped": sum(int(x[2]) for x in parts),
+                "close_codes": codes, "unparsed": sum(int(x[3]) for x in parts),
+                "other_frames": sum(int(x[4]) for x in parts)}
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        import shutil
+
+        for p in self.procs:
+            try:
+                p.stdin.write("quit\n")
+                p.stdin.flush()
+            except OSError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except Exception:  # noqa: BLE001 - a stuck client is killed
+                p.kill()
+                p.wait(2)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def run_senders(ctx, target, cfgs, timeout):
     procs, pipes = [], []
     for cfg in cfgs:
@@ -1046,6 +1141,8 @@ class Bench:
 
     def _fleet(self, conns, tls=False):
         host, port = "127.0.0.1", (self.st.https_port if tls else self.st.relay_port)
+        if self.opts.client_impl == "swift" and not tls:
+            return SwiftFleet(conns, self.opts.client_procs, host, port, max_life=1800)
         return Fleet(self.ctx, conns, self.opts.client_procs, host, port, tls, max_life=1800)
 
     def settle_relay(self, max_wait=180.0):
@@ -1295,6 +1392,9 @@ def main():
     ap.add_argument("--baseline-seconds", type=int, default=0, help="broker-only phase length (default: half)")
     ap.add_argument("--wss", action="store_true", help="clients connect through nginx (wss) instead of the relay")
     ap.add_argument("--client-procs", type=int, default=4)
+    ap.add_argument("--client-impl", choices=["swift", "python"], default="swift",
+                    help="client implementation: swift (Bench ws-clients, the default) or python (asyncio; "
+                         "always with --wss)")
     ap.add_argument("--sender-procs", type=int, default=1)
     ap.add_argument("--sender-conns", type=int, default=32, help="(1) keep-alive sender connections in all")
     ap.add_argument("--senders-per-room", type=int, default=4)
@@ -1312,10 +1412,13 @@ def main():
     scen = ["idle", "latency", "fanout"] if not o.scenario or "all" in o.scenario else o.scenario
     if set(scen) - {"idle", "latency", "fanout"}:
         ap.error(f"unknown scenario {sorted(set(scen) - {'idle', 'latency', 'fanout'})}")
+    if o.client_impl == "swift" and not SwiftFleet.BINARY.exists():
+        sys.exit(f"no {SwiftFleet.BINARY}: swift build -c release (or --client-impl python)")
     t0 = time.monotonic()
     st = Stack(stack_env(o.stack_env))
+    loop = "Swift, epoll" if o.client_impl == "swift" and not o.wss else f"Python, {install_uvloop()}"
     print(f"ws_load: stack {o.stack_env}; relay 127.0.0.1:{st.relay_port}, https {st.base}; "
-          f"{os.cpu_count()} cores; client loop {install_uvloop()}; {o.client_procs} client processes")
+          f"{os.cpu_count()} cores; clients {loop}; {o.client_procs} client processes")
     print(f"messages store: {st.mongo_kind()}")
     b = Bench(st, o)
     try:

@@ -1,6 +1,7 @@
 // Bench: micro-benchmarks of swiftchat's own code paths, printed as numbers.
 //   Bench argon2 [seconds] [threads]   argon2id hashes/s with the production parameters
 //   Bench jwt [seconds]                JWT sign+verify/s
+//   Bench ws-clients                   bench/ws_load.py's WebSocket clients (WSClients.swift)
 import Foundation
 import ChatCore
 
@@ -50,7 +51,9 @@ case "jwt":
         _ = try? signer.verify(t)
     }
     print(String(format: "JWT HS256 sign+verify, 1 thread: %.0f /s", rate))
+case "ws-clients":
+    WSClients.main()
 default:
-    print("usage: Bench argon2|jwt [seconds] [threads]")
+    print("usage: Bench argon2|jwt [seconds] [threads] | ws-clients")
     exit(2)
 }
