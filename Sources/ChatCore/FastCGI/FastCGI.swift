@@ -376,7 +376,8 @@ public final class FastCGIServer: @unchecked Sendable {
             // Arrived during shutdown: answer so the client can retry elsewhere.
             write(HTTPReply.error(.unavailable("fcgiapp", retryAfter: 1)), to: request)
             FCGX_Finish_r(request)
-            if request.pointee.ipcFd >= 0 { FCGX_Free(request, 1) }
+            // Closed at once (libfcgi's own close waits up to 2 s for nginx to close first).
+            if request.pointee.ipcFd >= 0 { Glibc.close(request.pointee.ipcFd); request.pointee.ipcFd = -1 }
             returnSlot(slot)
             return
         }
