@@ -27,13 +27,15 @@ let package = Package(
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CArgon2", path: "Sources/CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
+        // Not a library: the kernel's epoll and eventfd, with the packed epoll_event kept in C.
+        .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
 
         // Shared by all three processes: configuration, logging, errors, models, JSON,
         // JWT, and the thin safe wrappers over the C clients (no C pointer leaves them).
         .target(
             name: "ChatCore",
             dependencies: [
-                "CPostgres", "CMongoc", "CHiredis", "CRabbitMQ", "CCurl", "COpenSSL", "CArgon2", "CFCGI",
+                "CPostgres", "CMongoc", "CHiredis", "CRabbitMQ", "CCurl", "COpenSSL", "CArgon2", "CFCGI", "CEpoll",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -52,7 +54,7 @@ let package = Package(
         ),
         .executableTarget(name: "Worker", dependencies: ["ChatCore"]),
         // Micro-benchmarks of our own code paths (bench/ runs it), e.g. argon2id hashes/s.
-        .executableTarget(name: "Bench", dependencies: ["ChatCore"]),
+        .executableTarget(name: "Bench", dependencies: ["ChatCore", "CEpoll"]),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore", "ChatAPI"]),
     ],
     swiftLanguageModes: [.v6]

@@ -13,7 +13,7 @@
 //        (PATH holds four int64 arrays one after the other: connection, client_id, seq, time ns)
 //   in:  quit             out: bye   (every socket closed with 1000 first)
 // Times are CLOCK_REALTIME nanoseconds, as Python's time.time_ns() in the senders.
-import CFCGI
+import CEpoll
 import Foundation
 
 enum WSClients {

@@ -1,4 +1,5 @@
 import Foundation
+import CEpoll
 import CFCGI
 
 /// One HTTP request as nginx hands it over FastCGI, copied out of libfcgi.
