@@ -812,6 +812,19 @@ def nofile_limit(pid: int) -> str:
 
 # --------------------------------------------------------------------- client fleet
 
+def merge_ready(answers):
+    """Each client process's (connected, failed, {error: count}, seconds) -> the fleet's
+    (connected, failed, errors, seconds of the slowest)."""
+    ok = failed = 0
+    errors: dict = {}
+    took = 0.0
+    for o, f, e, t in answers:
+        ok, failed, took = ok + o, failed + f, max(took, t)
+        for k, v in e.items():
+            errors[k] = errors.get(k, 0) + v
+    return ok, failed, errors, took
+
+
 class Fleet:
     """Client processes holding the sockets; conns[i] = (global index, jwt)."""
 
@@ -828,18 +841,14 @@ class Fleet:
             self.pipes.append(parent)
 
     def wait_ready(self, timeout: float):
-        ok = failed = 0
-        errors: dict = {}
-        took = 0.0
+        answers = []
         deadline = time.monotonic() + timeout
         for pipe in self.pipes:
             if not pipe.poll(max(0.1, deadline - time.monotonic())):
                 raise RuntimeError("client processes did not connect in time")
             _, o, f, e, t = pipe.recv()
-            ok, failed, took = ok + o, failed + f, max(took, t)
-            for k, v in e.items():
-                errors[k] = errors.get(k, 0) + v
-        return ok, failed, errors, took
+            answers.append((o, f, e, t))
+        return merge_ready(answers)
 
     def ask(self, cmd, timeout=60):
         for pipe in self.pipes:
@@ -922,16 +931,12 @@ class SwiftFleet:
         return line.split(" ", 5 if line.startswith("data") else 4)
 
     def wait_ready(self, timeout: float):
-        ok = failed = 0
-        errors: dict = {}
-        took = 0.0
+        answers = []
         deadline = time.monotonic() + timeout
         for p in self.procs:
             _, o, f, t, e = self._line(p, max(0.1, deadline - time.monotonic()))
-            ok, failed, took = ok + int(o), failed + int(f), max(took, float(t))
-            for k, v in json.loads(e).items():
-                errors[k] = errors.get(k, 0) + v
-        return ok, failed, errors, took
+            answers.append((int(o), int(f), json.loads(e), float(t)))
+        return merge_ready(answers)
 
     def ask(self, cmd, timeout=60):
         for p in self.procs:
