@@ -143,34 +143,35 @@ enum WSClients {
         var inFlight = 0, ready = 0, failed = 0
         let started = Date()
 
-        func fail(_ c: Conn, _ why: String) {
+        func fail(_ i: Int, _ why: String) {
+            let c = conns[i]
             errors[why, default: 0] += 1
             if c.fd >= 0 { Glibc.close(c.fd); c.fd = -1 }
             c.state = 0
             c.buf.removeAll()
             inFlight -= 1
             c.attempts += 1
-            if c.attempts < 3 { pending.insert(conns.firstIndex { $0 === c }!, at: 0) } else { failed += 1; c.state = 4 }
+            if c.attempts < 3 { pending.insert(i, at: 0) } else { failed += 1; c.state = 4 }
         }
 
         func open(_ i: Int) {
             let c = conns[i]
             inFlight += 1
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { fail(c, "socket: \(String(cString: strerror(errno)))"); return }
+            guard fd >= 0 else { fail(i, "socket: \(String(cString: strerror(errno)))"); return }
             c.fd = fd
             var tv = timeval(tv_sec: 15, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             let rc = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            guard rc == 0 else { fail(c, "connect: \(String(cString: strerror(errno)))"); return }
+            guard rc == 0 else { fail(i, "connect: \(String(cString: strerror(errno)))"); return }
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            guard writeAll(fd, upgrade()) else { fail(c, "write: \(String(cString: strerror(errno)))"); return }
+            guard writeAll(fd, upgrade()) else { fail(i, "write: \(String(cString: strerror(errno)))"); return }
             c.state = 1
-            _ = swiftchat_epoll_ctl(ep, EPOLL_CTL_ADD, fd, EPOLLIN.rawValue, UInt64(i))
+            _ = swiftchat_epoll_arm(ep, EPOLL_CTL_ADD, fd, UInt64(i), 0)
         }
 
         func fill() {
@@ -273,7 +274,7 @@ enum WSClients {
             } else {
                 parse(UnsafeBufferPointer(start: scratch, count: got))
             }
-            if let outcome { fail(c, outcome); return }
+            if let outcome { fail(i, outcome); return }
             if c.fd < 0 { c.buf.removeAll(); return }
             if leftover {
                 if consumed > 0 { c.buf.removeFirst(consumed) }
@@ -287,16 +288,15 @@ enum WSClients {
                     c.state = 4
                     Glibc.close(c.fd); c.fd = -1
                 } else {
-                    fail(c, "connection lost")
+                    fail(i, "connection lost")
                 }
             }
         }
 
         var tags = [UInt64](repeating: 0, count: 256)
-        var events = [UInt32](repeating: 0, count: 256)
         fill()
         while ready + failed < conns.count {
-            let n = swiftchat_epoll_wait_many(ep, &tags, &events, 256, 1000)
+            let n = swiftchat_epoll_wait_many(ep, &tags, 256, 1000)
             let t = now()
             if n > 0 { for k in 0..<Int(n) { handle(Int(tags[k]), at: t) } }
             fill()
@@ -306,12 +306,12 @@ enum WSClients {
 
         // Commands arrive on stdin, in the same loop as the sockets.
         _ = fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK)
-        _ = swiftchat_epoll_ctl(ep, EPOLL_CTL_ADD, 0, EPOLLIN.rawValue, stdinTag)
+        _ = swiftchat_epoll_arm(ep, EPOLL_CTL_ADD, 0, stdinTag, 0)
         rConn.reserveCapacity(1 << 20); rCid.reserveCapacity(1 << 20); rSeq.reserveCapacity(1 << 20); rT.reserveCapacity(1 << 20)
         var line: [UInt8] = []
         var quit = false
         while !quit && Date().timeIntervalSince(started) < maxLife {
-            let n = swiftchat_epoll_wait_many(ep, &tags, &events, 256, 5000)
+            let n = swiftchat_epoll_wait_many(ep, &tags, 256, 5000)
             let t = now()
             guard n > 0 else { continue }
             for k in 0..<Int(n) {

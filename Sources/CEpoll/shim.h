@@ -30,18 +30,11 @@ static inline int swiftchat_eventfd_signal(int fd) {
     return (int)write(fd, &one, sizeof one);
 }
 
-// Several events at once (the bench's WebSocket clients): tags[i] and events[i] of each.
-static inline int swiftchat_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t tag) {
-    struct epoll_event ev;
-    ev.events = events;
-    ev.data.u64 = tag;
-    return epoll_ctl(epfd, op, fd, &ev);
-}
-
-static inline int swiftchat_epoll_wait_many(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout_ms) {
+// Several events at once (the bench's WebSocket clients): the tag of each.
+static inline int swiftchat_epoll_wait_many(int epfd, uint64_t *tags, int max, int timeout_ms) {
     struct epoll_event evs[256];
     if (max > 256) max = 256;
     int n = epoll_wait(epfd, evs, max, timeout_ms);
-    for (int i = 0; i < n; i++) { tags[i] = evs[i].data.u64; events[i] = evs[i].events; }
+    for (int i = 0; i < n; i++) tags[i] = evs[i].data.u64;
     return n;
 }

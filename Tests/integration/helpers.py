@@ -90,8 +90,8 @@ def _nv(name: bytes, value: bytes) -> bytes:
 
 
 class FastCGIConnection:
-    """One kept FastCGI connection, the way nginx uses them (fastcgi_keep_conn on): each
-    request asks the application to keep the connection open (FCGI_KEEP_CONN)."""
+    """One FastCGI connection to the pool's socket. `request` keeps it open the way nginx
+    does (fastcgi_keep_conn on: FCGI_KEEP_CONN on every request)."""
 
     def __init__(self, socket_path: str, timeout: float = 5.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -99,13 +99,17 @@ class FastCGIConnection:
         self.sock.connect(socket_path)
         self.buf = b""
 
-    def request(self, params: dict[str, str], body: bytes = b"", request_id: int = 1) -> bytes:
-        """Sends one request and returns its STDOUT stream; raises if the connection ends first."""
+    def send(self, params: dict[str, str], body: bytes = b"", request_id: int = 1, keep: bool = True):
         encoded = b"".join(_nv(k.encode(), v.encode()) for k, v in params.items())
-        self.sock.sendall(_record(FCGI_BEGIN_REQUEST, request_id, struct.pack("!HB5x", 1, 1))
-                          + _record(FCGI_PARAMS, request_id, encoded) + _record(FCGI_PARAMS, request_id, b"")
+        self.sock.sendall(_record(FCGI_BEGIN_REQUEST, request_id, struct.pack("!HB5x", 1, 1 if keep else 0))
+                          + (_record(FCGI_PARAMS, request_id, encoded) if encoded else b"")
+                          + _record(FCGI_PARAMS, request_id, b"")
                           + (_record(FCGI_STDIN, request_id, body) if body else b"")
                           + _record(FCGI_STDIN, request_id, b""))
+
+    def reply(self, until_closed_ok: bool = False) -> bytes:
+        """The STDOUT stream up to END_REQUEST. If the application closes the connection
+        first: what came so far with `until_closed_ok`, else ConnectionError."""
         out = b""
         while True:
             while len(self.buf) >= 8:
@@ -120,8 +124,15 @@ class FastCGIConnection:
                     return out
             chunk = self.sock.recv(65536)
             if not chunk:
+                if until_closed_ok:
+                    return out
                 raise ConnectionError("the application closed the connection")
             self.buf += chunk
+
+    def request(self, params: dict[str, str], body: bytes = b"", request_id: int = 1) -> bytes:
+        """Sends one request on the kept connection and returns its STDOUT stream."""
+        self.send(params, body, request_id)
+        return self.reply()
 
     def close(self):
         self.sock.close()
@@ -129,39 +140,14 @@ class FastCGIConnection:
 
 def fastcgi_request(socket_path: str, params: dict[str, str], body: bytes = b"", raw: Optional[bytes] = None,
                     timeout: float = 5.0) -> bytes:
-    """Sends one request (or `raw` bytes) and returns the STDOUT stream of the reply."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(socket_path)
+    """Sends one request (or `raw` bytes) on a connection of its own and returns the STDOUT
+    stream of the reply."""
+    conn = FastCGIConnection(socket_path, timeout)
     try:
         if raw is not None:
-            s.sendall(raw)
+            conn.sock.sendall(raw)
         else:
-            s.sendall(_record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0)))
-            encoded = b"".join(_nv(k.encode(), v.encode()) for k, v in params.items())
-            if encoded:
-                s.sendall(_record(FCGI_PARAMS, 1, encoded))
-            s.sendall(_record(FCGI_PARAMS, 1, b""))
-            if body:
-                s.sendall(_record(FCGI_STDIN, 1, body))
-            s.sendall(_record(FCGI_STDIN, 1, b""))
-        out = b""
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            while len(buf) >= 8:
-                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
-                if len(buf) < 8 + clen + plen:
-                    break
-                content = buf[8:8 + clen]
-                buf = buf[8 + clen + plen:]
-                if rtype == FCGI_STDOUT:
-                    out += content
-                elif rtype == FCGI_END_REQUEST:
-                    return out
-        return out
+            conn.send(params, body, keep=False)
+        return conn.reply(until_closed_ok=True)
     finally:
-        s.close()
+        conn.close()
