@@ -104,8 +104,9 @@ public struct MessageRoutes: Sendable {
                phases: Phases = Phases()) throws -> Stored {
         let db = ctx.services.postgres
         enum Outcome { case ok([UInt8]), duplicateClient, orphanSeq(Int64) }
-        let outcome: Outcome = try db.transaction(synchronousCommit: false) { db in
-            let seq = try db.query(MessageRoutes.nextSeqSQL, [room, author]).first!.int("last_seq")
+        // The seq statement travels with the BEGIN: one round trip.
+        let outcome: Outcome = try db.transaction(synchronousCommit: false, first: MessageRoutes.nextSeqSQL, [room, author]) { db, rows in
+            guard let seq = try rows.first?.int("last_seq") else { throw ChatSupport.roomNotFound }
             phases.mark("seq")
             let now = Date()
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))

@@ -191,16 +191,102 @@ public final class PostgresConnection: @unchecked Sendable {
     public func transaction<T>(synchronousCommit: Bool = true, _ body: (PostgresConnection) throws -> T) throws -> T {
         // One round trip either way (a constant text: the simple protocol takes both).
         try query(synchronousCommit ? "BEGIN" : "BEGIN; SET LOCAL synchronous_commit TO off")
+        return try finishTransaction { try body(self) }
+    }
+
+    /// The same, with the transaction's first statement sent together with the BEGIN in one
+    /// round trip (libpq pipeline mode); `body` gets that statement's rows. A transaction
+    /// that starts by locking a row saves a round trip while nobody waits for the lock yet.
+    public func transaction<T>(synchronousCommit: Bool = true, first sql: String, _ params: [(any PostgresBindable)?],
+                               _ body: (PostgresConnection, PostgresRows) throws -> T) throws -> T {
+        var statements: [(String, [(any PostgresBindable)?])] = [("BEGIN", [])]
+        if !synchronousCommit { statements.append(("SET LOCAL synchronous_commit TO off", [])) }
+        statements.append((sql, params))
+        // No retry on a connection that went stale while idle, unlike `query`: the caller's
+        // previous statement on this connection (a send's access check) has just found out.
+        let results: [PostgresRows]
+        do {
+            results = try pipeline(statements)
+        } catch {
+            // BEGIN ran and a later statement failed (a lock or statement timeout, say):
+            // end the failed transaction, unless the connection is gone with it.
+            if isConnected { _ = try? query("ROLLBACK") }
+            throw error
+        }
+        return try finishTransaction { try body(self, results[results.count - 1]) }
+    }
+
+    /// COMMIT after `body`, or ROLLBACK when it throws; the BEGIN has run.
+    private func finishTransaction<T>(_ body: () throws -> T) throws -> T {
         inTransaction = true
         defer { inTransaction = false }
         do {
-            let value = try body(self)
+            let value = try body()
             try query("COMMIT")
             return value
         } catch {
             if isConnected { _ = try? query("ROLLBACK") }
             throw error
         }
+    }
+
+    /// Sends `statements` in one round trip (pipeline mode, one Sync) and returns each one's
+    /// rows. The server skips the statements after a failing one; that error is thrown.
+    /// Statements with parameters are prepared first (a statement's first use costs its own
+    /// round trip, as in `query`).
+    func pipeline(_ statements: [(String, [(any PostgresBindable)?])]) throws -> [PostgresRows] {
+        let c = try connection()
+        let names: [String?] = try statements.map { sql, params in
+            params.isEmpty ? nil : try statementName(c, sql, parameters: params.count)
+        }
+        guard PQenterPipelineMode(c) == 1 else { throw lost(c) }
+        for (i, (sql, params)) in statements.enumerated() {
+            let sent: Int32
+            if let name = names[i] {
+                let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
+                defer { texts.forEach { free($0) } }
+                sent = texts.withUnsafeBufferPointer { buf in
+                    buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: texts.count) { values in
+                        PQsendQueryPrepared(c, name, Int32(texts.count), values, nil, nil, 0)
+                    }
+                }
+            } else {
+                sent = PQsendQueryParams(c, sql, 0, nil, nil, nil, nil, 0)
+            }
+            // Nothing sensible can follow a half-sent pipeline: drop the connection.
+            guard sent == 1 else { throw lost(c) }
+        }
+        guard PQpipelineSync(c) == 1 else { throw lost(c) }
+        var results: [PostgresRows] = []
+        var failure: Error? = nil
+        for (sql, _) in statements {
+            guard let res = PQgetResult(c) else { throw lost(c) }
+            defer { PQclear(res) }
+            if PQresultStatus(res) == PGRES_PIPELINE_ABORTED {
+                results.append(PostgresRows(columns: [], rows: [], affected: 0))
+            } else {
+                do {
+                    try check(res, c)
+                    results.append(rows(res))
+                } catch {
+                    if !isConnected { throw error } // the connection is gone (closed by check)
+                    if let e = error as? PostgresError,
+                       (e.sqlState == "0A000" && e.message.contains("cached plan")) || e.sqlState == "26000" {
+                        prepared.removeValue(forKey: sql) // prepared again on the next call, as in `run`
+                    }
+                    if failure == nil { failure = error }
+                    results.append(PostgresRows(columns: [], rows: [], affected: 0))
+                }
+            }
+            // Each statement's results end with a NULL.
+            if let extra = PQgetResult(c) { PQclear(extra); throw lost(c) }
+        }
+        guard let sync = PQgetResult(c) else { throw lost(c) }
+        let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
+        PQclear(sync)
+        guard synced, PQexitPipelineMode(c) == 1 else { throw lost(c) }
+        if let failure { throw failure }
+        return results
     }
 
     /// A round trip, for health checks.
@@ -257,6 +343,11 @@ public final class PostgresConnection: @unchecked Sendable {
             prepared.removeValue(forKey: sql)
             throw e
         }
+        return rows(res)
+    }
+
+    /// The rows of a successful result, copied out.
+    private func rows(_ res: OpaquePointer) -> PostgresRows {
         let nrows = Int(PQntuples(res)), ncols = Int(PQnfields(res))
         var columns = [String]()
         columns.reserveCapacity(ncols)
