@@ -42,8 +42,8 @@ public final class APIApplication: Sendable {
             throw APIError.methodNotAllowed(allowed)
         case .matched(let route, let params):
             if !request.body.isEmpty, request.method == "POST" || request.method == "PUT" || request.method == "PATCH" {
-                let type = request.headers["content-type"]?.split(separator: ";").first?
-                    .trimmingCharacters(in: .whitespaces).lowercased()
+                // Not Foundation's trimmingCharacters(in:): it bridges to NSString on every request.
+                let type = request.headers["content-type"]?.split(separator: ";").first.map { String($0).trimmingWhitespace.lowercased() }
                 guard type == "application/json" else { throw APIError.unsupportedMediaType }
             }
             var identity: Identity? = nil

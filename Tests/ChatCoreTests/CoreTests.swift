@@ -150,6 +150,19 @@ import Testing
         #expect(Base64URL.decode(Substring(a))?.count == 32)
     }
 
+    @Test func uuidV4IsALowercaseVersion4UUIDAndDistinct() {
+        let ids = (0..<1000).map { _ in Crypto.uuidV4() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(50) {
+            // Foundation parses it back to the same text: 8-4-4-4-12 hex digits.
+            #expect(UUID(uuidString: id)?.uuidString.lowercased() == id)
+            let chars = Array(id)
+            #expect(chars[14] == "4")
+            #expect("89ab".contains(chars[19]))
+            #expect(id == id.lowercased())
+        }
+    }
+
     @Test func argon2idHashVerifyAndRehash() throws {
         let cheap = PasswordHasher(timeCost: 1, memoryKiB: 1024, parallelism: 1)
         let encoded = try cheap.hash("correct horse")

@@ -45,9 +45,11 @@ def test_register_without_display_name_gets_a_default(https):
     check_user(r.json()["user"], verified=False)
 
 
-def test_register_accepts_json_with_a_charset(https):
+@pytest.mark.parametrize("ctype", ["application/json; charset=utf-8", "Application/JSON ; charset=UTF-8"])
+def test_register_accepts_json_with_a_charset(https, ctype):
+    # Media types are case-insensitive, and space may come before the parameter.
     r = https.post("/api/auth/register", data=json.dumps({"email": unique_email("cs"), "password": PASSWORD}),
-                   headers={"Content-Type": "application/json; charset=utf-8"})
+                   headers={"Content-Type": ctype})
     assert r.status_code == 201, r.text
 
 

@@ -74,7 +74,7 @@ public struct AccountRoutes: Sendable {
     func mailToken(_ user: User, _ purpose: UserStore.Purpose, _ ctx: RequestContext) throws -> Bool {
         let ttl = purpose == .verify ? settings.verifyTokenTTL : settings.resetTokenTTL
         let token = try UserStore(db: ctx.services.postgres).issueToken(userID: user.id, purpose: purpose, ttlSeconds: ttl)
-        return enqueue(EmailTask(id: UUID().uuidString.lowercased(), kind: purpose == .verify ? "verify_email" : "password_reset",
+        return enqueue(EmailTask(id: Crypto.uuidV4(), kind: purpose == .verify ? "verify_email" : "password_reset",
                                  to: user.email, display_name: user.display_name, token: token), ctx)
     }
 

@@ -110,7 +110,7 @@ public struct MessageRoutes: Sendable {
             phases.mark("seq")
             let now = Date()
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
-            let m = Message(id: UUID().uuidString.lowercased(), room_id: room, seq: seq, author_id: author, body: body,
+            let m = Message(id: Crypto.uuidV4(), room_id: room, seq: seq, author_id: author, body: body,
                             created_at: Timestamp.format(millis: ms), edited_at: nil, deleted: false, client_id: clientID)
             do {
                 try ctx.services.mongo.collection(MessageIndexes.collection) { try $0.insertOne(m.document(createdMillis: ms)) }

@@ -17,6 +17,24 @@ public enum Crypto {
         return out
     }
 
+    /// A random (version 4) UUID as lowercase text. Foundation's `UUID()` opens, reads and
+    /// closes /dev/urandom for every UUID: three system calls on a send's path, where
+    /// OpenSSL's generator needs none.
+    public static func uuidV4() -> String {
+        var b = randomBytes(16)
+        b[6] = (b[6] & 0x0F) | 0x40 // version 4
+        b[8] = (b[8] & 0x3F) | 0x80 // RFC 4122 variant
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(36)
+        for (i, byte) in b.enumerated() {
+            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// A URL-safe random token of `bytes` bytes of entropy (256 bits by default).
     public static func randomToken(bytes: Int = 32) -> String { Base64URL.encode(randomBytes(bytes)) }
 
