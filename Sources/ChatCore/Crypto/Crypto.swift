@@ -24,15 +24,9 @@ public enum Crypto {
         var b = randomBytes(16)
         b[6] = (b[6] & 0x0F) | 0x40 // version 4
         b[8] = (b[8] & 0x3F) | 0x80 // RFC 4122 variant
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(36)
-        for (i, byte) in b.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
+        let hex = Array(Hex.encode(b).utf8)
+        return [hex[0..<8], hex[8..<12], hex[12..<16], hex[16..<20], hex[20..<32]]
+            .map { String(decoding: $0, as: UTF8.self) }.joined(separator: "-")
     }
 
     /// A URL-safe random token of `bytes` bytes of entropy (256 bits by default).

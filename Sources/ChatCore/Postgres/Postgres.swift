@@ -22,6 +22,10 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var description: String { "PostgreSQL \(sqlState): \(message)" }
 
     public var isUniqueViolation: Bool { sqlState == "23505" }
+
+    /// A table changed under a prepared statement (a migration by a newer process), or the
+    /// server no longer knows it (26000, e.g. after DISCARD ALL): prepare it again next time.
+    var needsPreparingAgain: Bool { (sqlState == "0A000" && message.contains("cached plan")) || sqlState == "26000" }
 }
 
 /// Result rows, copied out of the PGresult so no C pointer outlives the call.
@@ -243,13 +247,7 @@ public final class PostgresConnection: @unchecked Sendable {
         for (i, (sql, params)) in statements.enumerated() {
             let sent: Int32
             if let name = names[i] {
-                let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
-                defer { texts.forEach { free($0) } }
-                sent = texts.withUnsafeBufferPointer { buf in
-                    buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: texts.count) { values in
-                        PQsendQueryPrepared(c, name, Int32(texts.count), values, nil, nil, 0)
-                    }
-                }
+                sent = withParameterTexts(params) { values, count in PQsendQueryPrepared(c, name, count, values, nil, nil, 0) }
             } else {
                 sent = PQsendQueryParams(c, sql, 0, nil, nil, nil, nil, 0)
             }
@@ -270,10 +268,7 @@ public final class PostgresConnection: @unchecked Sendable {
                     results.append(rows(res))
                 } catch {
                     if !isConnected { throw error } // the connection is gone (closed by check)
-                    if let e = error as? PostgresError,
-                       (e.sqlState == "0A000" && e.message.contains("cached plan")) || e.sqlState == "26000" {
-                        prepared.removeValue(forKey: sql) // prepared again on the next call, as in `run`
-                    }
+                    if let e = error as? PostgresError, e.needsPreparingAgain { prepared.removeValue(forKey: sql) }
                     if failure == nil { failure = error }
                     results.append(PostgresRows(columns: [], rows: [], affected: 0))
                 }
@@ -324,26 +319,27 @@ public final class PostgresConnection: @unchecked Sendable {
             res = PQexec(c, sql)
         } else {
             let name = try statementName(c, sql, parameters: params.count)
-            let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
-            defer { texts.forEach { free($0) } }
-            res = texts.withUnsafeBufferPointer { buf in
-                buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: texts.count) { values in
-                    PQexecPrepared(c, name, Int32(texts.count), values, nil, nil, 0)
-                }
-            }
+            res = withParameterTexts(params) { values, count in PQexecPrepared(c, name, count, values, nil, nil, 0) }
         }
         guard let res else { throw lost(c) }
         defer { PQclear(res) }
         do {
             try check(res, c)
-        } catch let e as PostgresError where (e.sqlState == "0A000" && e.message.contains("cached plan")) || e.sqlState == "26000" {
-            // A table changed under a prepared statement (a migration by a newer process),
-            // or the server no longer knows it (26000, e.g. after DISCARD ALL): prepare
-            // again on the next call.
+        } catch let e as PostgresError where e.needsPreparingAgain {
             prepared.removeValue(forKey: sql)
             throw e
         }
         return rows(res)
+    }
+
+    /// `params` as the text values libpq takes (NULL for nil), valid inside `body`.
+    private func withParameterTexts<T>(_ params: [(any PostgresBindable)?],
+                                       _ body: (UnsafePointer<UnsafePointer<CChar>?>, Int32) -> T) -> T {
+        let texts: [UnsafeMutablePointer<CChar>?] = params.map { $0.map { strdup($0.postgresText) } ?? nil }
+        defer { texts.forEach { free($0) } }
+        return texts.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: texts.count) { body($0, Int32(texts.count)) }
+        }
     }
 
     /// The rows of a successful result, copied out.
