@@ -935,6 +935,27 @@ def test_nginx_config_allows_only_tls_12_and_13(stack):
 
 # --- 10. login rate limits under a concurrent burst ---------------------------------------------
 
+def login_burst(https, count: int, email_of: Callable[[int], str]) -> list[Any]:
+    """`count` wrong-password logins released together, each on a connection of its own;
+    returns (status, error code, Retry-After) per attempt (an exception in its place)."""
+    def attempt(i: int):
+        with fresh(https) as s:
+            r = login(s, email_of(i), f"wrong password {i}")
+            return r.status_code, r.json()["error"]["code"], r.headers.get("Retry-After")
+    return in_parallel(count, attempt)
+
+
+def assert_exact_split(answers: list[Any], limit: int, window: int) -> None:
+    """Exactly `limit` attempts reached the password check (401 invalid_credentials); the
+    rest got 429 too_many_attempts with a Retry-After within the window."""
+    statuses = [a[0] if isinstance(a, tuple) else a for a in answers]
+    assert set(statuses) <= {401, 429}, answers
+    assert statuses.count(401) == limit, f"{statuses.count(401)} attempts reached the password check (limit {limit}): {statuses}"
+    assert statuses.count(429) == len(answers) - limit, statuses
+    assert all(a[1] == "invalid_credentials" for a in answers if a[0] == 401)
+    assert all(a[1] == "too_many_attempts" and a[2] and 1 <= int(a[2]) <= window for a in answers if a[0] == 429), answers
+
+
 def test_login_rate_limit_holds_under_a_concurrent_burst(https, stack, wait_for_mail):
     limit = int(config_value(stack, "RATE_LIMIT_LOGIN_PER_EMAIL") or 10)
     window = int(config_value(stack, "RATE_LIMIT_WINDOW_SECONDS") or 900)
@@ -945,18 +966,8 @@ def test_login_rate_limit_holds_under_a_concurrent_burst(https, stack, wait_for_
     burst = 40
     assert burst > limit * 2
 
-    def attempt(i: int):
-        with fresh(https) as s:
-            r = login(s, email, f"wrong password {i}")
-            return r.status_code, r.json()["error"]["code"], r.headers.get("Retry-After")
-
     started = time.monotonic()
-    answers = in_parallel(burst, attempt)
-    statuses = [a[0] for a in answers]
-    assert statuses.count(401) == limit, f"{statuses.count(401)} attempts reached the password check (limit {limit}): {statuses}"
-    assert statuses.count(429) == burst - limit, statuses
-    assert all(a[1] == "invalid_credentials" for a in answers if a[0] == 401)
-    assert all(a[1] == "too_many_attempts" and a[2] and 1 <= int(a[2]) <= window for a in answers if a[0] == 429), answers
+    assert_exact_split(login_burst(https, burst, lambda i: email), limit, window)
 
     r = login(https, email)  # the right password, within the window
     expect_error(r, 429, "too_many_attempts")
@@ -982,21 +993,12 @@ def test_login_rate_limit_per_address_under_a_concurrent_burst(https, stack):
     # this address's window. Let it end, so the burst is counted in a window of its own.
     time.sleep(window + 0.5)
 
-    def attempt(i: int):
-        with fresh(https) as s:  # a different unknown email each: only the address limit applies
-            r = login(s, unique_email(f"addr{i}"), "wrong password")
-            return r.status_code, r.json()["error"]["code"], r.headers.get("Retry-After")
-
     started = time.monotonic()
-    answers = in_parallel(burst, attempt)
+    # A different unknown email each: only the address limit applies.
+    answers = login_burst(https, burst, lambda i: unique_email(f"addr{i}"))
     elapsed = time.monotonic() - started
-    statuses = [a[0] if isinstance(a, tuple) else a for a in answers]
     assert elapsed < window, f"the burst took {elapsed:.1f}s, longer than the {window}s window: inconclusive"
-    assert set(statuses) <= {401, 429}, statuses
-    assert statuses.count(401) == limit, f"{statuses.count(401)} attempts reached the password check (limit {limit})"
-    assert statuses.count(429) == burst - limit, statuses
-    assert all(a[1] == "invalid_credentials" for a in answers if a[0] == 401)
-    assert all(a[1] == "too_many_attempts" and a[2] and 1 <= int(a[2]) <= window for a in answers if a[0] == 429), answers
+    assert_exact_split(answers, limit, window)
     time.sleep(window + 0.5)  # give the address back to the rest of the suite
 
 
