@@ -17,7 +17,9 @@
 # PG_PORT, REDIS_PORT, AMQP_PORT, AMQP_DIST_PORT, EPMD_PORT, MONGO_PORT, SMTP_PORT,
 # WS_PORT_BASE, MONGO_URL (an existing MongoDB: then none is started), MONGO_DB,
 # SWIFTCHAT_BIN_DIR (default .build/release; kept for restarts), START_APPS=0 (data services and nginx only),
-# LOG_LEVEL, SWIFTCHAT_CONF_<KEY>=VALUE (adds KEY=VALUE to the generated config).
+# LOG_LEVEL, SWIFTCHAT_CONF_<KEY>=VALUE (adds KEY=VALUE to the generated config),
+# MONGO_TEST_COMMANDS=1 (SecantusDB accepts configureFailPoint: `make test` only, never a
+# stack others can reach; kept for restarts).
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true   # "&" in a replacement stays literal
 
@@ -262,7 +264,7 @@ declare -A SAVED=() ENV_OVERRIDE=() PORT=()
 
 capture_env() {
   local k
-  for k in "${PORT_KEYS[@]}" WS_PORT_BASE FCGI_PROCESSES WS_RELAYS OAUTH_STANDIN MONGO_URL MONGO_DB \
+  for k in "${PORT_KEYS[@]}" WS_PORT_BASE FCGI_PROCESSES WS_RELAYS OAUTH_STANDIN MONGO_TEST_COMMANDS MONGO_URL MONGO_DB \
     SWIFTCHAT_BIN_DIR; do
     [[ -n ${!k-} ]] && ENV_OVERRIDE[$k]=${!k}
   done
@@ -355,6 +357,7 @@ save_ports() {
     echo "FCGI_PROCESSES=$FCGI_PROCESSES"
     echo "WS_RELAYS=$WS_RELAYS"
     echo "OAUTH_STANDIN=$OAUTH_STANDIN"
+    echo "MONGO_TEST_COMMANDS=$MONGO_TEST_COMMANDS"
     echo "EXTERNAL_MONGO_URL='$EXTERNAL_MONGO_URL'"
     echo "MONGO_DB=$MONGO_DB"
     echo "BIN_DIR=$BIN_DIR"
@@ -370,6 +373,7 @@ settle() {
     FCGI_PROCESSES=${ENV_OVERRIDE[FCGI_PROCESSES]:-${SAVED[FCGI_PROCESSES]:-2}}
     WS_RELAYS=${ENV_OVERRIDE[WS_RELAYS]:-${SAVED[WS_RELAYS]:-1}}
     OAUTH_STANDIN=${ENV_OVERRIDE[OAUTH_STANDIN]:-${SAVED[OAUTH_STANDIN]:-0}}
+    MONGO_TEST_COMMANDS=${ENV_OVERRIDE[MONGO_TEST_COMMANDS]:-${SAVED[MONGO_TEST_COMMANDS]:-0}}
     EXTERNAL_MONGO_URL=${ENV_OVERRIDE[MONGO_URL]:-}
     local default_db=swiftchat
     [[ -n $EXTERNAL_MONGO_URL ]] && ((!IS_DEV)) && default_db=swiftchat_$STACK_NAME
@@ -381,12 +385,14 @@ settle() {
     FCGI_PROCESSES=${SAVED[FCGI_PROCESSES]:-2}
     WS_RELAYS=${SAVED[WS_RELAYS]:-1}
     OAUTH_STANDIN=${SAVED[OAUTH_STANDIN]:-0}
+    MONGO_TEST_COMMANDS=${SAVED[MONGO_TEST_COMMANDS]:-0}
     EXTERNAL_MONGO_URL=${SAVED[EXTERNAL_MONGO_URL]:-}
     MONGO_DB=${SAVED[MONGO_DB]:-swiftchat}
     BIN_DIR=${SAVED[BIN_DIR]:-$REPO_ROOT/.build/release}
   fi
   [[ $FCGI_PROCESSES =~ ^[1-9][0-9]*$ ]] || die "FCGI_PROCESSES must be a positive number"
   [[ $WS_RELAYS =~ ^[1-9][0-9]*$ ]] || die "WS_RELAYS must be a positive number"
+  [[ $MONGO_TEST_COMMANDS =~ ^[01]$ ]] || die "MONGO_TEST_COMMANDS must be 0 or 1"
   resolve_ports "$mode" "$only"
   [[ $mode == start ]] && save_ports
   derive
@@ -538,6 +544,7 @@ write_stack_env() {
         "SMTP_PORT=${PORT[SMTP_PORT]}" "RELAY_PORTS=$RELAY_PORTS" "FCGI_SOCKETS=$FCGI_SOCKETS"
         "FCGI_PROCESSES=$FCGI_PROCESSES" "WS_RELAYS=$WS_RELAYS" "JWT_SECRET=$JWT_SECRET")
       ((OAUTH_STANDIN)) && kv+=("OAUTH_STANDIN_URL=http://127.0.0.1:${PORT[OAUTH_PORT]}")
+      ((MONGO_TEST_COMMANDS)) && [[ -z $EXTERNAL_MONGO_URL ]] && kv+=("MONGO_TEST_COMMANDS=1")
       for key in "${kv[@]}"; do
         printf '%s=%s\n' "${key%%=*}" "$(shell_quote_value "${key#*=}")"
       done
@@ -725,11 +732,15 @@ start_mongo() {
   # The oplog (written on every insert, kept for change streams) is capped small: with
   # its default of 100,000 entries an insert cost 2.7 ms of the stand-in's CPU after a
   # few thousand messages, with 1,000 a steady 1.0 ms (measured with pymongo).
+  # --enable-test-commands (configureFailPoint) only for `make test` (MONGO_TEST_COMMANDS=1):
+  # anyone who can reach the port could otherwise make every command fail.
+  local test_commands=()
+  ((MONGO_TEST_COMMANDS)) && test_commands=(--enable-test-commands)
   echo '# SecantusDB of a swiftchat local stack: flags on the command line' >"$STACK_DIR/secantusd.toml"
   spawn mongo "$LOG_DIR/mongo.log" "$VENV/bin/python" -m secantus \
     --config "$STACK_DIR/secantusd.toml" --host 127.0.0.1 --port "${PORT[MONGO_PORT]}" \
     --storage-path "$STACK_DIR/mongo" --cache-size 256M \
-    --standalone --oplog-max-entries 1000 --oplog-retention-seconds 60
+    --standalone --oplog-max-entries 1000 --oplog-retention-seconds 60 "${test_commands[@]}"
 }
 wait_mongo() {
   [[ -n $EXTERNAL_MONGO_URL ]] && return 0

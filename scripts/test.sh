@@ -23,8 +23,9 @@ scripts/stack.sh stop >"$stack_log" 2>&1 || true
 # wait one out, a per-address login limit that a burst reaches well within that window
 # (50 wrong passwords: 50 argon2id checks, about 3 s here; the whole suite makes at most
 # about 10 failed logins in any 8 s outside the burst tests), a short FastCGI I/O timeout
-# so it can wait out a stalled request, and MongoDB keep-alive pings often enough to be seen.
-FCGI_PROCESSES=2 WS_RELAYS=2 OAUTH_STANDIN=1 RATE_LIMIT_LOGIN_PER_EMAIL=5 RATE_LIMIT_WINDOW_SECONDS=8 \
+# so it can wait out a stalled request, MongoDB keep-alive pings often enough to be seen,
+# and SecantusDB's failpoints (a MongoDB that answers with errors, not only one that is down).
+FCGI_PROCESSES=2 WS_RELAYS=2 OAUTH_STANDIN=1 MONGO_TEST_COMMANDS=1 RATE_LIMIT_LOGIN_PER_EMAIL=5 RATE_LIMIT_WINDOW_SECONDS=8 \
   SWIFTCHAT_CONF_RATE_LIMIT_LOGIN_PER_ADDRESS=50 \
   SWIFTCHAT_CONF_FCGI_IO_TIMEOUT_SECONDS=3 SWIFTCHAT_CONF_MONGO_KEEPALIVE_SECONDS=2 scripts/stack.sh start
 

@@ -10,13 +10,14 @@ import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
 from accounts import expect_error
 from chat import (chat_ws, create_room, fetch_after, fresh_session, get_room_ok,  # noqa: F401
-                  history_ok, join_ok, new_user, relay_ports, send, send_ok)
+                  history, history_ok, join_ok, new_user, relay_ports, send, send_ok)
 
 
 # --- MongoDB down ------------------------------------------------------------------------
@@ -51,6 +52,58 @@ def test_mongodb_down_send_is_503_and_burns_no_seq(https, new_user, stack_ctl, w
     assert [m["seq"] for m in stored] == [1, 2, 3, 4]
     assert [m["id"] for m in stored if m["client_id"] == cid] == [message["id"]]
     assert send_ok(https, alice, room["id"], "and on")["seq"] == 5
+
+
+def test_mongodb_answering_it_cannot_serve_is_503_and_burns_no_seq(https, new_user, stack, mongo_db, wait_until):
+    """A MongoDB that is up but answers that it cannot serve counts as down: its storage
+    engine failed (1 InternalError: SecantusDB's answer to every command after a
+    WiredTiger panic; the API used to answer that with 500 internal_error), or it is
+    shutting down (91 ShutdownInProgress; one of the codes mongod's drivers treat as a
+    state change). The send is 503 mongodb_unavailable with Retry-After, the seq is rolled
+    back, and once MongoDB serves again the same client_id goes through with the next seq.
+    The failures come from SecantusDB's failCommand failpoint (make test's stack turns test
+    commands on); the FastCGI logs show that each code reached the API. 91 comes last: after
+    it the driver marks the server unknown until its monitor checks it again, so until then
+    that process's requests fail at server selection (503 too), whatever the server would say."""
+    if stack.get("MONGO_TEST_COMMANDS") != "1":
+        pytest.skip("this stack's SecantusDB runs without test commands (scripts/test.sh sets MONGO_TEST_COMMANDS=1)")
+    alice = new_user("Alice")
+    room = create_room(https, alice)
+    for i in range(2):
+        send_ok(https, alice, room["id"], f"before {i}")
+    admin = mongo_db.client.admin
+    logs = [Path(stack["LOG_DIR"]) / f"fcgi-{i}.log" for i in range(1, int(stack["FCGI_PROCESSES"]) + 1)]
+
+    def logged(code):
+        return sum(p.read_text(encoding="utf-8").count(f"server error {code}:") for p in logs)
+
+    cid = "while-failing-" + uuid.uuid4().hex
+    for code in (1, 91):
+        before = logged(code)
+        admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                       "data": {"failCommands": ["insert"], "errorCode": code}})
+        try:
+            r = send(https, alice, room["id"], "while mongo fails", client_id=cid)
+            expect_error(r, 503, "mongodb_unavailable")
+            assert r.headers.get("Retry-After"), dict(r.headers)
+        finally:
+            admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        assert logged(code) == before + 1, f"one 'server error {code}' more in the FastCGI logs"
+        assert get_room_ok(https, alice, room["id"])["last_seq"] == 2, code
+
+    # Each FastCGI process keeps its own driver state (after 91: the server unknown until
+    # the monitor's next check, at most heartbeatFrequencyMS, 10 s): wait until reads spread
+    # by nginx over the processes all answer, then the same client_id goes through.
+    def serving_everywhere():
+        return all(history(https, alice, room["id"]).status_code == 200 for _ in range(3 * len(logs)))
+
+    wait_until(serving_everywhere, timeout=60, interval=0.5, message="every FastCGI process reads from MongoDB again")
+    r = send(https, alice, room["id"], "while mongo fails", client_id=cid)
+    assert r.status_code == 201, r.text
+    assert r.json()["seq"] == 3, r.json()
+    stored = history_ok(https, alice, room["id"])["messages"]
+    assert [m["seq"] for m in stored] == [1, 2, 3]
+    assert [m["client_id"] for m in stored].count(cid) == 1
 
 
 # --- PostgreSQL lost its last commits ------------------------------------------------------

@@ -9,6 +9,15 @@ public struct MongoError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public var description: String { "MongoDB \(domain)/\(code): \(message)" }
     public var isDuplicateKey: Bool { code == 11000 || code == 11001 }
+
+    /// Server error codes that say MongoDB cannot serve the request now, not that the
+    /// request was wrong: it is shutting down or restarting (91, 11600, 11602), it is not
+    /// the primary (10107, 13435, 13436, 189), a network or time limit on its side (6, 7,
+    /// 89, 9001, 262), or its storage engine failed (1 InternalError: what SecantusDB
+    /// answers to every command after a WiredTiger panic). The API answers these as it
+    /// answers an unreachable server: 503 mongodb_unavailable, and the send rolls its seq
+    /// back. mongod's retryable-error list plus InternalError.
+    public static let serverUnavailableCodes: Set<UInt32> = [1, 6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436]
 }
 
 private let mongocInit: Void = { mongoc_init() }()
@@ -195,10 +204,15 @@ public struct MongoCollection {
     }
 }
 
-/// Maps libmongoc errors: no server reachable is the dependency being down (503);
-/// anything the server answered is a MongoError.
+/// Maps libmongoc errors: no server reachable is the dependency being down (503), and so
+/// is a server that answers it cannot serve now (`MongoError.serverUnavailableCodes`);
+/// anything else the server answered is a MongoError.
 private func mongoFailure(_ error: inout bson_error_t) -> Error {
     let message = String(cString: swiftchat_bson_error_message(&error))
+    let answered = error.domain == MONGOC_ERROR_SERVER.rawValue || error.domain == MONGOC_ERROR_WRITE_CONCERN.rawValue
+    if answered, MongoError.serverUnavailableCodes.contains(error.code) {
+        return DependencyError(.mongodb, "server error \(error.code): \(message)")
+    }
     switch Int(error.domain) {
     case Int(MONGOC_ERROR_STREAM.rawValue), Int(MONGOC_ERROR_SERVER_SELECTION.rawValue), Int(MONGOC_ERROR_CLIENT.rawValue):
         return DependencyError(.mongodb, message)
