@@ -42,10 +42,12 @@ Scenarios (the default runs idle, latency, fanout in that order):
            The host decides the rest: these vCPUs run a fixed piece of work in about 5 ms
            of CPU at full speed and in 8 to 9 ms when the host's other tenants (or our own
            other vCPU) share the physical core, and the two states change within seconds.
-           One 10-room run met the target (p99 13.0 ms, machine 117 busy: every process
-           used about a third less CPU per operation than in the runs that missed). Each
-           phase reports the median reading of HostSpeed beside its figures, so runs can
-           be compared.
+           So 10 rooms sit at the knee: on 2026-11-26, 7 of 12 back-to-back 10-room runs
+           met the target (p99 11.6 to 21.9 ms at HostSpeed 6.2 to 7.1; the misses 27.7
+           to 40.0 ms at 6.6 to 7.8), while earlier that day 1 of 15 did (the others 26 to
+           263 ms; the six of them taken with HostSpeed read 7.3 to 8.2). Each phase
+           reports the median reading of HostSpeed beside its figures, so runs can be
+           compared.
   fanout   one room of --members connected members; senders POST back to back over
            --fanout-conns keep-alive connections (or at --fanout-rate) for --fanout-seconds;
            the broker-only phase publishes at --fanout-broker-rate (default 50/s, i.e.
