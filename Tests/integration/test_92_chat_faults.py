@@ -92,7 +92,7 @@ def test_mongodb_answering_it_cannot_serve_is_503_and_burns_no_seq(https, new_us
         assert get_room_ok(https, alice, room["id"])["last_seq"] == 2, code
 
     # Each FastCGI process keeps its own driver state (after 91: the server unknown until
-    # the monitor's next check, at most heartbeatFrequencyMS, 10 s): wait until reads spread
+    # the monitor's next check, at most heartbeatFrequencyMS, 2 s): wait until reads spread
     # by nginx over the processes all answer, then the same client_id goes through.
     def serving_everywhere():
         return all(history(https, alice, room["id"]).status_code == 200 for _ in range(3 * len(logs)))

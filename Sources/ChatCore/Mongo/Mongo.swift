@@ -52,6 +52,12 @@ public final class MongoPool: @unchecked Sendable {
         if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 0) == 0 {
             mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000)
         }
+        // How often the pool's monitor checks the server (libmongoc's default: 10 s). After
+        // a "shutting down" or "not primary" answer the server stays unknown, every request
+        // 503, until the next check.
+        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 0) == 0 {
+            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 2000)
+        }
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_MAXPOOLSIZE, Int32(maxPoolSize))
         guard let pool = mongoc_client_pool_new(uri) else {
             mongoc_uri_destroy(uri)
