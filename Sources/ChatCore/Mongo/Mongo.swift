@@ -42,21 +42,13 @@ public final class MongoPool: @unchecked Sendable {
         guard let uri = mongoc_uri_new_with_error(url, &error) else {
             throw MongoError(domain: error.domain, code: error.code, message: String(cString: swiftchat_bson_error_message(&error)))
         }
-        // Every network call has a timeout: defaults when the URL sets none.
-        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 0) == 0 {
-            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 3000)
-        }
-        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 0) == 0 {
-            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 3000)
-        }
-        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 0) == 0 {
-            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000)
-        }
-        // How often the pool's monitor checks the server (libmongoc's default: 10 s). After
-        // a "shutting down" or "not primary" answer the server stays unknown, every request
-        // 503, until the next check.
-        if mongoc_uri_get_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 0) == 0 {
-            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 2000)
+        // Defaults where the URL sets none. Every network call has a timeout; and the pool's
+        // monitor checks the server every 2 s, not libmongoc's 10 s: after a "shutting down"
+        // or "not primary" answer the server stays unknown, every request 503, until then.
+        let defaults: [(String, Int32)] = [(MONGOC_URI_CONNECTTIMEOUTMS, 3000), (MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 3000),
+                                           (MONGOC_URI_SOCKETTIMEOUTMS, 10000), (MONGOC_URI_HEARTBEATFREQUENCYMS, 2000)]
+        for (option, value) in defaults where mongoc_uri_get_option_as_int32(uri, option, 0) == 0 {
+            mongoc_uri_set_option_as_int32(uri, option, value)
         }
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_MAXPOOLSIZE, Int32(maxPoolSize))
         guard let pool = mongoc_client_pool_new(uri) else {
