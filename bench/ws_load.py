@@ -54,7 +54,8 @@ Scenarios (the default runs idle, latency, fanout in that order):
            50,000 deliveries/s asked of the relay); target: at least 50,000 deliveries/s.
 
 Output per scenario: a table, REST column beside the broker-only column: sends, sends/s,
-deliveries and deliveries/s, send->deliver p50/p95/p99/max, the publish call (POST or AMQP
+deliveries and deliveries/s, send->deliver p50/p95/p99/max (to the frame's arrival at the
+client's socket, below), the same to the moment the client process read it, the publish call (POST or AMQP
 publish with confirm) p50/p99, how far sends started behind schedule, the relay's and the
 clients' CPU per delivery, and the exactly-once accounting; then the CPU each process group
 used (% of one core, from /proc; "other" = machine busy minus all of them, i.e. other users
@@ -80,6 +81,13 @@ in the client); with --wss, or --client-impl python, a minimal asyncio client (u
 installed, 4 processes, about 18 us per delivery) does the same. The load generator shares
 the 2 cores with the stack it measures, so its CPU shows in the stack's latency. Times are
 CLOCK_REALTIME nanoseconds (time.time_ns() in Python) in every process (one host).
+A delivery's time is its arrival: the kernel's receive timestamp of the segment that carried
+the frame (SO_TIMESTAMPNS on the Swift clients' sockets), taken when the relay's write put it
+in the client's socket. The moment the client process read it is also reported ("read by
+the client"); the difference is the time the load generator waited for a CPU on the machine
+it shares with the stack, which a client on its own device does not wait (1 to 2 ms at p99
+in the 10-room runs of 2026-11-26). The Python clients have no kernel timestamp: both times
+are their read time.
 Before each scenario the script waits until a fresh socket gets its ready frame quickly and the
 machine is below a quarter busy (after thousands of sockets close, the relay's unbinds hold up
 new sockets' binds, and the broker works through them for a while). Everything a
@@ -986,7 +994,7 @@ class SwiftFleet:
         line = p.stdout.readline()
         if not line:
             raise RuntimeError(f"a client process exited ({p.poll()})")
-        return line.split(" ", 5 if line.startswith("data") else 4)
+        return line.split(" ", 6 if line.startswith("data") else 4)
 
     def wait_ready(self, timeout: float):
         answers = []
@@ -1015,16 +1023,16 @@ class SwiftFleet:
             p.stdin.write(f"collect {path}\n")
             p.stdin.flush()
             parts.append(self._line(p, 120))
-            arrays.append(np.fromfile(path, dtype=np.int64).reshape(4, -1))
+            arrays.append(np.fromfile(path, dtype=np.int64).reshape(5, -1))
             os.unlink(path)
         codes: dict = {}
         for part in parts:
-            for k, v in json.loads(part[5]).items():
+            for k, v in json.loads(part[6]).items():
                 codes[k] = codes.get(k, 0) + v
         cat = lambda i: np.concatenate([a[i] for a in arrays])  # noqa: E731
-        return {"conn": cat(0), "cid": cat(1), "seq": cat(2), "t": cat(3), "dropped": sum(int(x[2]) for x in parts),
+        return {"conn": cat(0), "cid": cat(1), "seq": cat(2), "read": cat(3), "t": cat(4), "dropped": sum(int(x[2]) for x in parts),
                 "close_codes": codes, "unparsed": sum(int(x[3]) for x in parts),
-                "other_frames": sum(int(x[4]) for x in parts)}
+                "other_frames": sum(int(x[4]) for x in parts), "unstamped": sum(int(x[5]) for x in parts)}
 
     def pids(self):
         return [p.pid for p in self.procs]
@@ -1092,14 +1100,15 @@ def analyse(sends, recv, conn_room, room_conns, cid_base):
     rc = recv["cid"] - cid_base
     in_phase = (rc >= 0) & (rc < len(idx_of))
     d_conn, d_seq, d_t = recv["conn"][in_phase], recv["seq"][in_phase], recv["t"][in_phase]
+    d_read = recv.get("read", recv["t"])[in_phase]
     d_idx = idx_of[rc[in_phase]]
     known = d_idx >= 0
     foreign = int((~known).sum()) + int((~in_phase).sum())
-    d_conn, d_seq, d_t, d_idx = d_conn[known], d_seq[known], d_t[known], d_idx[known]
+    d_conn, d_seq, d_t, d_read, d_idx = d_conn[known], d_seq[known], d_t[known], d_read[known], d_idx[known]
     misrouted_mask = conn_room[d_conn] != sends["room"][d_idx]
     misrouted = int(misrouted_mask.sum())
     good = ~misrouted_mask
-    d_conn, d_seq, d_t, d_idx = d_conn[good], d_seq[good], d_t[good], d_idx[good]
+    d_conn, d_seq, d_t, d_read, d_idx = d_conn[good], d_seq[good], d_t[good], d_read[good], d_idx[good]
     key = d_conn * max(1, n_sent) + d_idx
     uniq, first = np.unique(key, return_index=True)
     duplicated = int(len(key) - len(uniq))
@@ -1122,6 +1131,7 @@ def analyse(sends, recv, conn_room, room_conns, cid_base):
             seen_max[a:b] = np.maximum.accumulate(s_sorted[a:b])
         max_back = int((seen_max[:-1] - s_sorted[1:])[same].max())
     lat = (d_t[first] - sends["start"][d_idx[first]]) / 1e6
+    lat_read = (d_read[first] - sends["start"][d_idx[first]]) / 1e6
     post = (sends["end"][ok] - sends["start"][ok]) / 1e6
     lag = (sends["start"] - sends["due"])[sends["due"] > 0] / 1e6
     span_send = (sends["start"].max() - sends["start"].min()) / 1e9 if n_sent > 1 else 0
@@ -1133,6 +1143,7 @@ def analyse(sends, recv, conn_room, room_conns, cid_base):
             "expected": expected_ok, "lost": lost, "duplicated": duplicated, "misrouted": misrouted,
             "foreign": foreign, "unexpected": unexpected, "out_of_order": out_of_order, "max_back": max_back,
             "lat": [pct(lat, q) for q in (50, 95, 99)] + [float(lat.max()) if len(lat) else float("nan")],
+            "lat_read": [pct(lat_read, q) for q in (50, 95, 99)],
             "post": [pct(post, q) for q in (50, 99)], "lag99": pct(lag, 99) if len(lag) else 0.0,
             "span": span_all}
 
@@ -1145,6 +1156,7 @@ def print_table(title, cols: dict):
         ("deliveries/s", lambda r: f"{r['deliveries_per_s']:.0f}"),
         ("send->deliver p50/p95/p99 ms", lambda r: "{:.1f} / {:.1f} / {:.1f}".format(*r["lat"][:3])),
         ("send->deliver max ms", lambda r: f"{r['lat'][3]:.1f}"),
+        ("  read by the client p50/p95/p99 ms", lambda r: "{:.1f} / {:.1f} / {:.1f}".format(*r["lat_read"])),
         ("publish call p50/p99 ms", lambda r: "{:.1f} / {:.1f}".format(*r["post"])),
         ("start lag behind schedule p99 ms", lambda r: f"{r['lag99']:.1f}"),
         ("CPU per delivery: relay / clients us", lambda r: f"{r['relay_us']:.1f} / {r['clients_us']:.1f}"),
@@ -1319,7 +1331,7 @@ class Bench:
                     Path(o.dump).mkdir(parents=True, exist_ok=True)
                     np.savez_compressed(Path(o.dump) / f"{name}-{'rest' if rest else 'broker'}.npz",
                                         conn_room=conn_room, **{"send_" + k: v for k, v in sends.items()},
-                                        **{"recv_" + k: recv[k] for k in ("conn", "cid", "seq", "t")})
+                                        **{"recv_" + k: recv[k] for k in ("conn", "cid", "seq", "t", "read") if k in recv})
                 res["sstats"], res["recv"] = sstats, recv
                 n = max(1, res["deliveries"])
                 res["relay_us"] = 1e6 * sum(c1["relay"][i] - c0["relay"][i] for i in (0, 1)) / CLK_TCK / n
@@ -1345,6 +1357,8 @@ class Bench:
                     extra.append(f"retried {r['sstats']['retries']}")
                 if r["recv"]["dropped"]:
                     extra.append(f"sockets dropped {r['recv']['dropped']} {r['recv']['close_codes']}")
+                if r["recv"].get("unstamped"):
+                    extra.append(f"{r['recv']['unstamped']} receipts without a kernel timestamp (their read time counts)")
                 if r["foreign"] or r["unexpected"] or r["recv"]["unparsed"]:
                     extra.append(f"foreign {r['foreign']}, unexpected {r['unexpected']}, unparsed {r['recv']['unparsed']}")
                 print(f"  {phase}: {cpu_lines[phase]}" + ("; " + "; ".join(extra) if extra else ""))
@@ -1385,14 +1399,14 @@ class Bench:
             print(f"\n== (1) summary: {o.clients} clients at {o.rate} sends/s, by room count "
                   "(REST send->deliver beside the broker-only baseline of the same run)")
             print(f"  {'rooms':>5} {'members':>7} {'deliveries/s':>12} {'REST p50/p95/p99 ms':>22} "
-                  f"{'broker p99 ms':>13} {'REST/broker p99':>15} {'machine busy':>12} {'host ms/unit':>12}"
+                  f"{'read p99 ms':>11} {'broker p99 ms':>13} {'REST/broker p99':>15} {'machine busy':>12} {'host ms/unit':>12}"
                   f"  target p99 < {LATENCY_TARGET_MS} ms")
             for n_rooms, results in runs:
                 rest = results["REST (POST->deliver)"]
                 bp99 = results["broker only (AMQP->deliver)"]["lat"][2]
                 p50, p95, p99 = rest["lat"][:3]
                 print(f"  {n_rooms:>5} {o.clients // n_rooms:>7} {rest['deliveries_per_s']:>12.0f} "
-                      f"{f'{p50:.1f} / {p95:.1f} / {p99:.1f}':>22} {bp99:>13.1f} {p99 / bp99:>14.1f}x "
+                      f"{f'{p50:.1f} / {p95:.1f} / {p99:.1f}':>22} {rest['lat_read'][2]:>11.1f} {bp99:>13.1f} {p99 / bp99:>14.1f}x "
                       f"{rest['machine_busy']:>8.0f} of {100 * self.ncpu} {rest['host_ms'][0]:>12.1f}"
                       f"  {'met' if p99 < LATENCY_TARGET_MS else 'MISSED'}")
 

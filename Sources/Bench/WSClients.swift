@@ -9,8 +9,13 @@
 //   out: ready OK FAILED SECONDS {"reason": count, ...}
 //   in:  clear            out: ok
 //   in:  count            out: count RECEIPTS DROPPED
-//   in:  collect PATH     out: data RECEIPTS DROPPED UNPARSED OTHER {"close reason": count, ...}
-//        (PATH holds four int64 arrays one after the other: connection, client_id, seq, time ns)
+//   in:  collect PATH     out: data RECEIPTS DROPPED UNPARSED OTHER UNSTAMPED {"close reason": count, ...}
+//        (PATH holds five int64 arrays one after the other: connection, client_id, seq, read
+//        time ns, arrival time ns)
+// The read time is when this process read the frame; the arrival time is when the bytes
+// reached the socket (the kernel's receive timestamp, SO_TIMESTAMPNS), which does not
+// count the time this process waited for a CPU on the machine it shares with the stack.
+// UNSTAMPED receipts got no kernel timestamp: their arrival time is their read time.
 //   in:  quit             out: bye   (every socket closed with 1000 first)
 // Times are CLOCK_REALTIME nanoseconds, as Python's time.time_ns() in the senders.
 import CEpoll
@@ -36,8 +41,8 @@ enum WSClients {
 
     // Receipts of message.created frames.
     // One thread: the loop in main() is all there is.
-    nonisolated(unsafe) static var rConn: [Int64] = [], rCid: [Int64] = [], rSeq: [Int64] = [], rT: [Int64] = []
-    nonisolated(unsafe) static var dropped = 0, unparsed = 0, otherFrames = 0
+    nonisolated(unsafe) static var rConn: [Int64] = [], rCid: [Int64] = [], rSeq: [Int64] = [], rT: [Int64] = [], rArrived: [Int64] = []
+    nonisolated(unsafe) static var dropped = 0, unparsed = 0, otherFrames = 0, unstamped = 0
     nonisolated(unsafe) static var closeCodes: [String: Int] = [:]
     nonisolated(unsafe) static var errors: [String: Int] = [:]
 
@@ -168,6 +173,7 @@ enum WSClients {
             guard rc == 0 else { fail(i, "connect: \(String(cString: strerror(errno)))"); return }
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = swiftchat_enable_rx_timestamps(fd)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             guard writeAll(fd, upgrade()) else { fail(i, "write: \(String(cString: strerror(errno)))"); return }
             c.state = 1
@@ -182,8 +188,9 @@ enum WSClients {
             let c = conns[i]
             var closed = false
             var got = 0
+            var arrived: Int64 = 0
             while true {
-                let n = Glibc.read(c.fd, scratch, scratchSize)
+                let n = swiftchat_read_stamped(c.fd, scratch, UInt(scratchSize), &arrived)
                 if n > 0 { got = n; break }
                 if n == 0 { closed = true; break }
                 if errno == EINTR { continue }
@@ -230,6 +237,7 @@ enum WSClients {
                                 if let k = find(clientIDKey, b, start, end), let cid = digits(b, k + clientIDKey.count, end),
                                    let s = find(seqKey, b, k, end), let seq = digits(b, s + seqKey.count, end) {
                                     rConn.append(c.index); rCid.append(cid); rSeq.append(seq); rT.append(t)
+                                    if arrived > 0 { rArrived.append(arrived) } else { rArrived.append(t); unstamped += 1 }
                                 } else {
                                     unparsed += 1
                                 }
@@ -307,7 +315,7 @@ enum WSClients {
         // Commands arrive on stdin, in the same loop as the sockets.
         _ = fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK)
         _ = swiftchat_epoll_arm(ep, EPOLL_CTL_ADD, 0, stdinTag, 0)
-        rConn.reserveCapacity(1 << 20); rCid.reserveCapacity(1 << 20); rSeq.reserveCapacity(1 << 20); rT.reserveCapacity(1 << 20)
+        rConn.reserveCapacity(1 << 20); rCid.reserveCapacity(1 << 20); rSeq.reserveCapacity(1 << 20); rT.reserveCapacity(1 << 20); rArrived.reserveCapacity(1 << 20)
         var line: [UInt8] = []
         var quit = false
         while !quit && Date().timeIntervalSince(started) < maxLife {
@@ -327,16 +335,18 @@ enum WSClients {
                     if cmd == "clear" {
                         rConn.removeAll(keepingCapacity: true); rCid.removeAll(keepingCapacity: true)
                         rSeq.removeAll(keepingCapacity: true); rT.removeAll(keepingCapacity: true)
+                        rArrived.removeAll(keepingCapacity: true)
                         otherFrames = 0
+                        unstamped = 0
                         say("ok")
                     } else if cmd == "count" {
                         say("count \(rT.count) \(dropped)")
                     } else if cmd.hasPrefix("collect ") {
                         let path = String(cmd.dropFirst(8))
                         var bytes = Data()
-                        for a in [rConn, rCid, rSeq, rT] { a.withUnsafeBytes { bytes.append(contentsOf: $0) } }
+                        for a in [rConn, rCid, rSeq, rT, rArrived] { a.withUnsafeBytes { bytes.append(contentsOf: $0) } }
                         FileManager.default.createFile(atPath: path, contents: bytes)
-                        say("data \(rT.count) \(dropped) \(unparsed) \(otherFrames) \(json(closeCodes))")
+                        say("data \(rT.count) \(dropped) \(unparsed) \(otherFrames) \(unstamped) \(json(closeCodes))")
                     } else if cmd == "quit" {
                         quit = true
                     }
