@@ -47,7 +47,13 @@ Scenarios (the default runs idle, latency, fanout in that order):
            to 40.0 ms at 6.6 to 7.8), while earlier that day 1 of 15 did (the others 26 to
            263 ms; the six of them taken with HostSpeed read 7.3 to 8.2). Each phase
            reports the median reading of HostSpeed beside its figures, so runs can be
-           compared.
+           compared. Later that day HostSpeed read 7.2 to 8.4 in every run and 1 of 13
+           10-room runs met the target (17.3 ms; the others 31 to 130 ms). The slow sends
+           (SLOW_SEND_LOG_MS=20 in the stack's config) spend most of their time in the
+           MongoDB insert, 10 to 40 ms, while the same inserts paced at 200/s take 2.6 ms
+           at p50 and 5 ms at p99 when the machine is otherwise idle. These made no
+           difference to the 10-room p99: one relay event loop (WS_EVENT_LOOPS=1), 4
+           instead of 16 FastCGI threads per process, clients reading in 1 ms batches.
   fanout   one room of --members connected members; senders POST back to back over
            --fanout-conns keep-alive connections (or at --fanout-rate) for --fanout-seconds;
            the broker-only phase publishes at --fanout-broker-rate (default 50/s, i.e.
