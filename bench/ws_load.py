@@ -61,11 +61,11 @@ Scenarios (the default runs idle, latency, fanout in that order):
 
 Output per scenario: a table, REST column beside the broker-only column: sends, sends/s,
 deliveries and deliveries/s, send->deliver p50/p95/p99/max (to the frame's arrival at the
-client's socket, below), the same to the moment the client process read it, the publish call (POST or AMQP
-publish with confirm) p50/p99, how far sends started behind schedule, the relay's and the
-clients' CPU per delivery, and the exactly-once accounting; then the CPU each process group
-used (% of one core, from /proc; "other" = machine busy minus all of them, i.e. other users
-of this shared machine) and the target verdicts.
+client's socket, below), the same to the moment the client process read it, the publish
+call (POST or AMQP publish with confirm) p50/p99, how far sends started behind schedule,
+the relay's and the clients' CPU per delivery, and the exactly-once accounting; then the CPU
+each process group used (% of one core, from /proc; "other" = machine busy minus all of
+them, i.e. other users of this shared machine) and the target verdicts.
 
 Correctness in every run: every connected client of a room must receive every message sent
 to that room exactly once (counted per client and client_id). Lost, duplicated and misrouted
