@@ -1391,9 +1391,14 @@ class Bench:
     def latency(self):
         o = self.opts
         runs = []
-        for n_rooms in o.rooms:
+        for k, n_rooms in enumerate(o.rooms):
             print(f"\n== (1) latency/throughput: {o.clients} clients, {n_rooms} rooms, {o.rate} sends/s, {o.seconds} s")
-            results = self.traffic("latency" if len(o.rooms) == 1 else f"latency-{n_rooms}-rooms", o.clients, n_rooms,
+            # The phase's name also names its --dump files: a repeated room count gets its
+            # run's number, so `--rooms 10,10,10 --dump DIR` keeps all three runs.
+            name = "latency" if len(o.rooms) == 1 else f"latency-{n_rooms}-rooms"
+            if o.rooms.count(n_rooms) > 1:
+                name += f"-run{k + 1}"
+            results = self.traffic(name, o.clients, n_rooms,
                                    o.rate, o.seconds, o.baseline_seconds or max(5, o.seconds // 2),
                                    o.wss, o.sender_conns, o.senders_per_room,
                                    lambda r: [(f"p99 send->deliver < {LATENCY_TARGET_MS} ms at {o.rate} sends/s, "
