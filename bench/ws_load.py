@@ -61,11 +61,13 @@ Scenarios (the default runs idle, latency, fanout in that order):
 
 Output per scenario: a table, REST column beside the broker-only column: sends, sends/s,
 deliveries and deliveries/s, send->deliver p50/p95/p99/max (to the frame's arrival at the
-client's socket, below), the same to the moment the client process read it, the publish
-call (POST or AMQP publish with confirm) p50/p99, how far sends started behind schedule,
-the relay's and the clients' CPU per delivery, and the exactly-once accounting; then the CPU
-each process group used (% of one core, from /proc; "other" = machine busy minus all of
-them, i.e. other users of this shared machine) and the target verdicts.
+client's socket, below), the same to the moment the client process read it, the p99 of
+each second of sending (best/median/worst, and how many seconds were over the target: a
+few bad seconds or a tail spread over the run), the publish call (POST or AMQP publish
+with confirm) p50/p99, how far sends started behind schedule, the relay's and the clients'
+CPU per delivery, and the exactly-once accounting; then the CPU each process group used
+(% of one core, from /proc; "other" = machine busy minus all of them, i.e. other users of
+this shared machine) and the target verdicts.
 
 Correctness in every run: every connected client of a room must receive every message sent
 to that room exactly once (counted per client and client_id). Lost, duplicated and misrouted
@@ -1143,6 +1145,11 @@ def analyse(sends, recv, conn_room, room_conns, cid_base):
     span_send = (sends["start"].max() - sends["start"].min()) / 1e9 if n_sent > 1 else 0
     span_all = (d_t.max() - sends["start"].min()) / 1e9 if len(d_t) else 0
     pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+    # p99 of each second of sending (by the send's start): tells a burst of slow sends (a
+    # few bad seconds) from a tail spread over the whole run. Seconds with few deliveries
+    # (the last, partial one) are left out.
+    sec = (sends["start"][d_idx[first]] - sends["start"].min()) // 1_000_000_000 if len(lat) else lat
+    per_sec = [pct(lat[sec == i], 99) for i in np.unique(sec) if (sec == i).sum() >= 100]
     return {"sent": n_sent, "ok": int(ok.sum()), "failed": int(n_sent - ok.sum()),
             "sends_per_s": int(ok.sum()) / span_send if span_send else float("nan"),
             "deliveries": int(len(d_t)), "deliveries_per_s": len(d_t) / span_all if span_all else float("nan"),
@@ -1151,6 +1158,7 @@ def analyse(sends, recv, conn_room, room_conns, cid_base):
             "lat": [pct(lat, q) for q in (50, 95, 99)] + [float(lat.max()) if len(lat) else float("nan")],
             "lat_read": [pct(lat_read, q) for q in (50, 95, 99)],
             "post": [pct(post, q) for q in (50, 99)], "lag99": pct(lag, 99) if len(lag) else 0.0,
+            "per_sec": per_sec,
             "span": span_all}
 
 
@@ -1163,6 +1171,11 @@ def print_table(title, cols: dict):
         ("send->deliver p50/p95/p99 ms", lambda r: "{:.1f} / {:.1f} / {:.1f}".format(*r["lat"][:3])),
         ("send->deliver max ms", lambda r: f"{r['lat'][3]:.1f}"),
         ("  read by the client p50/p95/p99 ms", lambda r: "{:.1f} / {:.1f} / {:.1f}".format(*r["lat_read"])),
+        ("  p99 of each second: best/median/worst", lambda r: "{:.1f} / {:.1f} / {:.1f}".format(
+            min(r["per_sec"]), sorted(r["per_sec"])[len(r["per_sec"]) // 2], max(r["per_sec"]))
+         if r["per_sec"] else "-"),
+        (f"  seconds with p99 over {LATENCY_TARGET_MS} ms", lambda r: "{} of {}".format(
+            sum(x > LATENCY_TARGET_MS for x in r["per_sec"]), len(r["per_sec"]))),
         ("publish call p50/p99 ms", lambda r: "{:.1f} / {:.1f}".format(*r["post"])),
         ("start lag behind schedule p99 ms", lambda r: f"{r['lag99']:.1f}"),
         ("CPU per delivery: relay / clients us", lambda r: f"{r['relay_us']:.1f} / {r['clients_us']:.1f}"),
