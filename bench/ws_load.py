@@ -1149,7 +1149,7 @@ def analyse(sends, recv, conn_room, room_conns, cid_base):
     # few bad seconds) from a tail spread over the whole run. Seconds with few deliveries
     # (the last, partial one) are left out.
     sec = (sends["start"][d_idx[first]] - sends["start"].min()) // 1_000_000_000 if len(lat) else lat
-    per_sec = [pct(lat[sec == i], 99) for i in np.unique(sec) if (sec == i).sum() >= 100]
+    per_sec = [pct(lat[m], 99) for i in np.unique(sec) if (m := sec == i).sum() >= 100]
     return {"sent": n_sent, "ok": int(ok.sum()), "failed": int(n_sent - ok.sum()),
             "sends_per_s": int(ok.sum()) / span_send if span_send else float("nan"),
             "deliveries": int(len(d_t)), "deliveries_per_s": len(d_t) / span_all if span_all else float("nan"),
