@@ -12,12 +12,12 @@
 //   in:  collect PATH     out: data RECEIPTS DROPPED UNPARSED OTHER UNSTAMPED {"close reason": count, ...}
 //        (PATH holds five int64 arrays one after the other: connection, client_id, seq, read
 //        time ns, arrival time ns)
+//   in:  quit             out: bye   (every socket closed with 1000 first)
+// Times are CLOCK_REALTIME nanoseconds, as Python's time.time_ns() in the senders.
 // The read time is when this process read the frame; the arrival time is when the bytes
 // reached the socket (the kernel's receive timestamp, SO_TIMESTAMPNS), which does not
 // count the time this process waited for a CPU on the machine it shares with the stack.
 // UNSTAMPED receipts got no kernel timestamp: their arrival time is their read time.
-//   in:  quit             out: bye   (every socket closed with 1000 first)
-// Times are CLOCK_REALTIME nanoseconds, as Python's time.time_ns() in the senders.
 import CEpoll
 import Foundation
 
