@@ -1030,7 +1030,10 @@ class SwiftFleet:
             path = f"{self.dir}/receipts-{k}"
             p.stdin.write(f"collect {path}\n")
             p.stdin.flush()
-            parts.append(self._line(p, 120))
+            part = self._line(p, 120)
+            if part[0] != "data":
+                raise RuntimeError(f"a client process could not hand over its receipts: {' '.join(part)}")
+            parts.append(part)
             arrays.append(np.fromfile(path, dtype=np.int64).reshape(5, -1))
             os.unlink(path)
         codes: dict = {}

@@ -10,6 +10,7 @@
 //   in:  clear            out: ok
 //   in:  count            out: count RECEIPTS DROPPED
 //   in:  collect PATH     out: data RECEIPTS DROPPED UNPARSED OTHER UNSTAMPED {"close reason": count, ...}
+//                              or: error MESSAGE (PATH could not be written)
 //        (PATH holds five int64 arrays one after the other: connection, client_id, seq, read
 //        time ns, arrival time ns)
 //   in:  quit             out: bye   (every socket closed with 1000 first)
@@ -345,8 +346,11 @@ enum WSClients {
                         let path = String(cmd.dropFirst(8))
                         var bytes = Data()
                         for a in [rConn, rCid, rSeq, rT, rArrived] { a.withUnsafeBytes { bytes.append(contentsOf: $0) } }
-                        FileManager.default.createFile(atPath: path, contents: bytes)
-                        say("data \(rT.count) \(dropped) \(unparsed) \(otherFrames) \(unstamped) \(json(closeCodes))")
+                        if FileManager.default.createFile(atPath: path, contents: bytes) {
+                            say("data \(rT.count) \(dropped) \(unparsed) \(otherFrames) \(unstamped) \(json(closeCodes))")
+                        } else {
+                            say("error cannot write \(path)")
+                        }
                     } else if cmd == "quit" {
                         quit = true
                     }
