@@ -32,28 +32,24 @@ Scenarios (the default runs idle, latency, fanout in that order):
            --seconds; target: p99 send->deliver under 25 ms at 200 sends/s, 1,000 clients.
            Sends the server cannot start within --grace s of the end are skipped (reported
            as BEHIND SCHEDULE) so a run stays bounded.
-           What p99 costs on 2 cores: at 200 sends/s the send path (nginx, FCGIApp,
-           PostgreSQL, RabbitMQ, Redis, the MongoDB store and the senders) keeps the machine
-           about 125 of 200 busy, a third of it SecantusDB (Python, about 1.8 ms of CPU per
-           insert); each delivery costs the relay and a client together about 30 us, nearly
-           all in the kernel's loopback TCP. So --rooms decides the load: 1,000 clients in
-           100 rooms are 2,000 deliveries/s (p99 14 ms, machine 127 busy), in 50 rooms
-           4,000/s (32 ms, 132), in 10 rooms 20,000/s (59 to 161 ms, 163 to 183).
-           The host decides the rest: these vCPUs run a fixed piece of work in about 5 ms
-           of CPU at full speed and in 8 to 9 ms when the host's other tenants (or our own
-           other vCPU) share the physical core, and the two states change within seconds.
-           So 10 rooms sit at the knee: on 2026-11-26, 7 of 12 back-to-back 10-room runs
-           met the target (p99 11.6 to 21.9 ms at HostSpeed 6.2 to 7.1; the misses 27.7
-           to 40.0 ms at 6.6 to 7.8), while earlier that day 1 of 15 did (the others 26 to
-           263 ms; the six of them taken with HostSpeed read 7.3 to 8.2). Each phase
-           reports the median reading of HostSpeed beside its figures, so runs can be
-           compared. Later that day HostSpeed read 7.2 to 8.4 in every run and 1 of 13
-           10-room runs met the target (17.3 ms; the others 31 to 130 ms). The slow sends
-           (SLOW_SEND_LOG_MS=20 in the stack's config) spend most of their time in the
-           MongoDB insert, 10 to 40 ms, while the same inserts paced at 200/s take 2.6 ms
-           at p50 and 5 ms at p99 when the machine is otherwise idle. These made no
-           difference to the 10-room p99: one relay event loop (WS_EVENT_LOOPS=1), 4
-           instead of 16 FastCGI threads per process, clients reading in 1 ms batches.
+           What p99 costs on 2 cores depends on the host. Each delivery costs the relay
+           and a client together 15 to 30 us, nearly all in the kernel's loopback TCP, so
+           --rooms decides the load: 1,000 clients in 100 rooms are 2,000 deliveries/s, in
+           10 rooms 20,000/s. On the Intel Xeon host of 2026-11-26 (kernel 6.18) the send
+           path took about 1 ms of SecantusDB CPU per insert and 10 rooms kept the machine
+           about 100 of 200 busy: 9 of 9 10-room runs met the target (p99 4.9 to 8.8 ms),
+           300 sends/s still did (10 to 22 ms, 150 busy) and 400 sends/s did not (123 to
+           185 ms, 175 to 187 busy). On the AMD EPYC host of earlier sessions the same code
+           took about twice the CPU (SecantusDB about 1.9 ms per insert), 10 rooms at 200
+           sends/s kept it 163 to 183 busy, past the knee, and most 10-room runs missed
+           (p99 16 to 263 ms; 25, 50 and 100 rooms met). HostSpeed (a fixed piece of work:
+           about 5 ms of CPU at the vCPUs' full speed, 8 to 9 when other tenants share the
+           physical cores) is printed beside every phase, so runs can be compared. Past the
+           knee the slow sends (SLOW_SEND_LOG_MS=20 in the stack's config) spend most of
+           their time in the MongoDB insert, waiting for CPU. These made no difference
+           there: one relay event loop (WS_EVENT_LOOPS=1), 4 instead of 16 FastCGI threads
+           per process, clients reading in 1 ms batches, SecantusDB at nice -10 or with a
+           0.5 ms GIL switch interval.
   fanout   one room of --members connected members; senders POST back to back over
            --fanout-conns keep-alive connections (or at --fanout-rate) for --fanout-seconds;
            the broker-only phase publishes at --fanout-broker-rate (default 50/s, i.e.
