@@ -7,13 +7,19 @@ redirect, and calls the API's callback the way the SPA's /auth/{provider}/callba
 
 import base64
 import hashlib
+import json
 import secrets
+import subprocess
+import time
 import uuid
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 
+from conftest import read_stack_env
+from helpers import fastcgi_request
 from accounts import (PASSWORD, bearer, check_login, check_user, expect_error, login, public_url, register,
                       register_verified, unique_email)
 
@@ -103,6 +109,80 @@ def test_providers_lists_all_three_without_a_token(https):
 def test_unknown_provider_is_404(https):
     expect_error(https.get("/api/auth/myspace"), 404, "unknown_provider")
     expect_error(https.get("/api/auth/myspace/callback", params={"code": "x", "state": "y"}), 404, "unknown_provider")
+
+
+@pytest.fixture(scope="module")
+def fcgi_without_github(stack, tmp_path_factory):
+    """A FastCGI process of the stack's build whose configuration has no GitHub client id
+    and secret (the stack's own processes have all three providers), on a socket of its own."""
+    stack_dir = Path(stack["STACK_DIR"])
+    binary = Path(read_stack_env(stack_dir / "ports.env")["BIN_DIR"]) / "FCGIApp"
+    lines = Path(stack["CONFIG_FILE"]).read_text().splitlines()
+    kept = [line for line in lines if not line.startswith("OAUTH_GITHUB_")]
+    assert len(kept) < len(lines), "the stack's configuration has no OAUTH_GITHUB_ lines to leave out"
+    folder = tmp_path_factory.mktemp("fcgi-no-github")
+    conf = folder / "swiftchat.conf"
+    conf.write_text("\n".join(kept) + "\n")
+    conf.chmod(0o600)
+    sock = folder / "fcgi.sock"
+    log = open(folder / "fcgi.log", "wb")
+    proc = subprocess.Popen([str(binary)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                                 "SWIFTCHAT_CONFIG": str(conf), "FCGI_SOCKET": str(sock)})
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, f"FCGIApp exited ({proc.returncode}): {(folder / 'fcgi.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "FCGIApp did not create its socket within 20 s"
+            time.sleep(0.1)
+        yield str(sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def fcgi_get(sock, uri):
+    """GET uri from a FastCGI socket: (status, headers, JSON body)."""
+    out = fastcgi_request(sock, {"REQUEST_METHOD": "GET", "REQUEST_URI": uri, "HTTPS": "on",
+                                 "REMOTE_ADDR": "127.0.0.1"})
+    head, _, body = out.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+    return int(headers["Status"].split()[0]), headers, json.loads(body)
+
+
+def test_a_provider_without_settings_is_503_and_left_out_of_the_list(fcgi_without_github):
+    status, _, body = fcgi_get(fcgi_without_github, "/api/auth/providers")
+    assert status == 200, body
+    assert sorted(body["providers"]) == ["google", "yandex"], body
+    status, headers, body = fcgi_get(fcgi_without_github, "/api/auth/github")
+    assert (status, body["error"]["code"]) == (503, "provider_not_configured"), body
+    assert int(headers["Retry-After"]) > 0, headers
+    status, _, body = fcgi_get(fcgi_without_github, "/api/auth/google")
+    assert status == 200 and body["url"].startswith("http"), body
+
+
+def test_callback_of_a_provider_without_settings_checks_the_state_first(fcgi_without_github):
+    # An unknown state is refused as on any server (API.md: 400 invalid_state): only a
+    # state that this server issued could get as far as needing the provider's settings.
+    status, _, body = fcgi_get(fcgi_without_github, "/api/auth/github/callback?code=x&state=" + secrets.token_urlsafe(16))
+    assert (status, body["error"]["code"]) == (400, "invalid_state"), body
+    status, _, body = fcgi_get(fcgi_without_github, "/api/auth/github/callback?code=x")
+    assert (status, body["error"]["code"]) == (400, "invalid_state"), body
+    status, _, body = fcgi_get(fcgi_without_github, "/api/auth/myspace/callback?code=x&state=y")
+    assert (status, body["error"]["code"]) == (404, "unknown_provider"), body
+
+
+def test_callback_with_a_state_issued_before_the_settings_went_is_503(https, fcgi_without_github):
+    # The stack's own processes issue a GitHub state; this process no longer has GitHub.
+    state = parse_qs(urlsplit(start(https, "github")).query)["state"][0]
+    status, headers, body = fcgi_get(fcgi_without_github, "/api/auth/github/callback?code=x&state=" + state)
+    assert (status, body["error"]["code"]) == (503, "provider_not_configured"), body
+    assert int(headers["Retry-After"]) > 0, headers
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -164,8 +164,18 @@ struct OAuthRoutes: Sendable {
     }
 
     func provider(_ ctx: RequestContext) throws -> OAuthProvider {
+        try configured(knownProvider(ctx))
+    }
+
+    /// The path's provider name: 404 `unknown_provider` unless google, yandex or github.
+    func knownProvider(_ ctx: RequestContext) throws -> String {
         let name = ctx.param("provider")
         guard OAuthProvider.known.contains(name) else { throw APIError.notFound("unknown_provider", "There is no such sign-in provider.") }
+        return name
+    }
+
+    /// The settings of a known provider: 503 `provider_not_configured` without them.
+    func configured(_ name: String) throws -> OAuthProvider {
         guard let p = settings.providers.first(where: { $0.name == name }) else {
             throw APIError(503, "provider_not_configured", "Sign-in with \(name) is not configured on this server.", headers: ["Retry-After": "3600"])
         }
@@ -189,14 +199,18 @@ struct OAuthRoutes: Sendable {
     }
 
     func callback(_ ctx: RequestContext) throws -> HTTPReply {
-        let p = try provider(ctx)
+        // The state first: an unknown one is 400 invalid_state whether or not this server
+        // has the provider configured (only a state issued by `start` gets further).
+        let name = try knownProvider(ctx)
         let q = ctx.request.queryItems
         let invalidState = APIError.badRequest("invalid_state", "This sign-in attempt is unknown, already used or expired; start again.")
         guard let state = q["state"], !state.isEmpty, state.count <= 128 else { throw invalidState }
         // GETDEL: the first callback with a state takes it; any other gets nothing.
         guard let raw = try ctx.services.redis.command("GETDEL", "oauth_state:" + state).string,
               let record = try? JSONDecoder().decode(StateRecord.self, from: Data(raw.utf8)),
-              record.provider == p.name else { throw invalidState }
+              record.provider == name else { throw invalidState }
+        // Configured when the state was issued; 503 if the settings lost it since.
+        let p = try configured(name)
         guard let code = q["code"], !code.isEmpty else {
             // The user refused at the provider (error=access_denied) or the provider failed.
             throw OAuthClient.providerError
