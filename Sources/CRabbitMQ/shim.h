@@ -29,6 +29,43 @@ static inline void swiftchat_amqp_entry_int(amqp_table_entry_t *entry, const cha
     entry->value.kind = AMQP_FIELD_KIND_I64;
     entry->value.value.i64 = value;
 }
+// An array of strings (such as RabbitMQ's CC header): values[0..<n] set with
+// swiftchat_amqp_field_string, owned by the caller for as long as the entry is used.
+static inline void swiftchat_amqp_field_string(amqp_field_value_t *value, const char *s) {
+    value->kind = AMQP_FIELD_KIND_UTF8;
+    value->value.bytes = amqp_cstring_bytes(s);
+}
+static inline void swiftchat_amqp_entry_array(amqp_table_entry_t *entry, const char *key, amqp_field_value_t *values, int n) {
+    entry->key = amqp_cstring_bytes(key);
+    entry->value.kind = AMQP_FIELD_KIND_ARRAY;
+    entry->value.value.array.num_entries = n;
+    entry->value.value.array.entries = values;
+}
+// The number of elements of an array header, or -1 when absent or not an array.
+static inline int swiftchat_amqp_table_array_count(const amqp_table_t *table, const char *key) {
+    size_t keylen = strlen(key);
+    for (int i = 0; i < table->num_entries; i++) {
+        const amqp_table_entry_t *e = &table->entries[i];
+        if (e->key.len != keylen || memcmp(e->key.bytes, key, keylen) != 0) continue;
+        return e->value.kind == AMQP_FIELD_KIND_ARRAY ? e->value.value.array.num_entries : -1;
+    }
+    return -1;
+}
+// Element `index` of an array header when it is a string: its length, with *out pointed
+// at its bytes (the message's, living as long as it does); -1 otherwise.
+static inline long swiftchat_amqp_table_array_string(const amqp_table_t *table, const char *key, int index, const void **out) {
+    size_t keylen = strlen(key);
+    for (int i = 0; i < table->num_entries; i++) {
+        const amqp_table_entry_t *e = &table->entries[i];
+        if (e->key.len != keylen || memcmp(e->key.bytes, key, keylen) != 0) continue;
+        if (e->value.kind != AMQP_FIELD_KIND_ARRAY || index < 0 || index >= e->value.value.array.num_entries) return -1;
+        const amqp_field_value_t *v = &e->value.value.array.entries[index];
+        if (v->kind != AMQP_FIELD_KIND_UTF8 && v->kind != AMQP_FIELD_KIND_BYTES) return -1;
+        *out = v->value.bytes.bytes;
+        return (long)v->value.bytes.len;
+    }
+    return -1;
+}
 // Reads an integer header of any integer kind; returns 1 when found.
 static inline int swiftchat_amqp_table_get_int(const amqp_table_t *table, const char *key, int64_t *out) {
     size_t keylen = strlen(key);

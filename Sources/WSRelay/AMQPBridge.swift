@@ -38,10 +38,29 @@ final class AMQPBridge: @unchecked Sendable {
 
     /// Publishes an event the relay originates (typing, presence), with a confirm.
     func publish(key: String, event: String, user: String, body: [UInt8]) {
+        publish(keys: [key], event: event, user: user, body: body)
+    }
+
+    /// Room keys per message of `publish(keys:)`: the CC header must fit in the content
+    /// header frame (frame_max 128 KiB); 500 room keys take about 23 KiB.
+    static let keysPerMessage = 500
+
+    /// Publishes one event to several routing keys as one message: the first is the routing
+    /// key, the rest go in RabbitMQ's `CC` header (sender-selected distribution). A queue
+    /// bound to several of them still gets the message once, and a relay delivers it to
+    /// the sockets of all of them (Hub.deliver), so a user who shares three rooms with
+    /// someone gets their presence change once, not three times.
+    func publish(keys: [String], event: String, user: String, body: [UInt8]) {
+        guard !keys.isEmpty else { return }
         controlQueue.async { [self] in
-            _ = self.withControl { c in
-                try c.publish(exchange: Topology.eventsExchange, routingKey: key, body: body, mandatory: false, persistent: false,
-                              headers: ["x-event": .string(event), "x-user": .string(user)])
+            for start in stride(from: 0, to: keys.count, by: AMQPBridge.keysPerMessage) {
+                let chunk = keys[start..<min(start + AMQPBridge.keysPerMessage, keys.count)]
+                var headers: [String: AMQPValue] = ["x-event": .string(event), "x-user": .string(user)]
+                if chunk.count > 1 { headers["CC"] = .strings(Array(chunk.dropFirst())) }
+                _ = self.withControl { c in
+                    try c.publish(exchange: Topology.eventsExchange, routingKey: chunk.first!, body: body, mandatory: false,
+                                  persistent: false, headers: headers)
+                }
             }
         }
     }
@@ -141,7 +160,8 @@ final class AMQPBridge: @unchecked Sendable {
                     backoff = 0.5
                 }
                 if let d = try consumer!.nextDelivery(timeoutMs: 1000) {
-                    hub?.deliver(routingKey: d.routingKey, body: d.body, event: d.stringHeaders["x-event"], user: d.stringHeaders["x-user"])
+                    hub?.deliver(routingKey: d.routingKey, alsoKeys: d.listHeaders["CC"] ?? [], body: d.body,
+                                 event: d.stringHeaders["x-event"], user: d.stringHeaders["x-user"])
                 }
             } catch {
                 consumer?.close()

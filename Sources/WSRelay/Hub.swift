@@ -93,8 +93,9 @@ final class Hub: Sendable {
 
     /// One event from the broker. Membership events change the user's subscriptions in the
     /// same critical section that picks the targets, so the room's next event (behind this
-    /// one in the queue) already sees the change.
-    func deliver(routingKey: String, body: [UInt8], event: String?, user: String?) {
+    /// one in the queue) already sees the change. `alsoKeys`: the message's other routing
+    /// keys (its CC header); a socket subscribed to several of them gets the event once.
+    func deliver(routingKey: String, alsoKeys: [String] = [], body: [UInt8], event: String?, user: String?) {
         let targets: [RelayClient] = state.withLockedValue { s in
             if event == "member.joined", let user, routingKey.hasPrefix("room."), let clients = s.byUser[user] {
                 for c in clients {
@@ -103,6 +104,7 @@ final class Hub: Sendable {
                 }
             }
             var targets = s.registry.clients(for: routingKey)
+            for key in alsoKeys { targets.formUnion(s.registry.clients(for: key)) }
             if event == "typing" || event == "presence", let user {
                 // Not echoed to the sender's own sockets.
                 targets = targets.filter { $0.userID != user }

@@ -311,9 +311,7 @@ final class WebSocketHandler: ChannelInboundHandler {
                 let roomKeys = rooms.map { "room." + $0.roomID }
                 ctx.blocking.submit { _ in
                     guard (try? ctx.sessions.with { try Presence.claim($0, user: userID, relay: ctx.relayID) }) == true else { return }
-                    for key in roomKeys {
-                        ctx.hub.bridge.publish(key: key, event: "presence", user: userID, body: Presence.event(user: userID, status: "online"))
-                    }
+                    ctx.hub.bridge.publish(keys: roomKeys, event: "presence", user: userID, body: Presence.event(user: userID, status: "online"))
                 }
             }
         }
@@ -329,9 +327,7 @@ final class WebSocketHandler: ChannelInboundHandler {
                 return try Presence.release(redis, user: userID, relay: ctx.relayID)
             }) ?? false
             guard offline else { return }
-            for key in rooms {
-                ctx.hub.bridge.publish(key: key, event: "presence", user: userID, body: Presence.event(user: userID, status: "offline"))
-            }
+            ctx.hub.bridge.publish(keys: rooms, event: "presence", user: userID, body: Presence.event(user: userID, status: "offline"))
         }
     }
 

@@ -232,6 +232,36 @@ def test_presence_online_on_the_first_socket_and_offline_after_the_last(https, n
     carol_ws.assert_none(lambda f: f.get("type") == "presence" and f.get("user_id") == alice.id, settle=0)
 
 
+def test_presence_reaches_each_socket_once_however_many_rooms_are_shared(https, new_user, chat_ws, stack):
+    # Alice shares three rooms with Bob (public, private, direct) and one each with Carol,
+    # Dave and Erin. A presence change is one broker message whatever the number of rooms
+    # (the other room keys ride in its CC header), so every socket gets it once, on either
+    # relay, and whichever of Alice's rooms carries the routing key.
+    alice, bob, carol, dave, erin = (new_user(n) for n in ("Alice", "Bob", "Carol", "Dave", "Erin"))
+    public = create_room(https, alice)
+    private = create_room(https, alice, kind="private")
+    for r in (direct(https, alice, bob.id), direct(https, alice, erin.id)):
+        assert r.status_code == 201, r.text
+    join_ok(https, bob, public["id"])
+    join_ok(https, carol, public["id"])
+    add_member_ok(https, alice, private["id"], bob.id)
+    add_member_ok(https, alice, private["id"], dave.id)
+    last = len(relay_ports(stack)) - 1
+    watchers = [chat_ws(bob, relay=i, label=f"bob-relay{i}") for i in range(last + 1)]
+    watchers += [chat_ws(carol, relay=0, label="carol"), chat_ws(dave, relay=last, label="dave"),
+                 chat_ws(erin, relay=0, label="erin")]
+    is_alice = lambda status: is_type("presence", user_id=alice.id, status=status)  # noqa: E731
+    tab = chat_ws(alice, relay=0, label="alice")
+    for w in watchers:
+        w.wait_for(is_alice("online"))
+    tab.close()
+    for w in watchers:
+        w.wait_for(is_alice("offline"), timeout=10)
+        w.pump(0.5)
+        w.sync()
+        assert (w.count(is_alice("online")), w.count(is_alice("offline"))) == (1, 1), (w.label, w.frames)
+
+
 def test_members_list_carries_a_presence_snapshot(https, new_user, chat_ws, wait_until):
     from chat import members_ok
     alice, bob = new_user("Alice"), new_user("Bob")

@@ -31,6 +31,8 @@ public struct AMQPEndpoint: Sendable, Equatable {
 public enum AMQPValue: Sendable, Equatable {
     case string(String)
     case int(Int64)
+    /// An array of strings, such as RabbitMQ's `CC` header (more routing keys for one message).
+    case strings([String])
 }
 
 public struct AMQPDelivery: Sendable {
@@ -44,6 +46,8 @@ public struct AMQPDelivery: Sendable {
     public let intHeaders: [String: Int64]
     /// String-valued headers (such as `x-event`, `x-user`).
     public let stringHeaders: [String: String]
+    /// Headers holding an array of strings (such as `CC`).
+    public var listHeaders: [String: [String]] = [:]
 }
 
 /// A broker-side refusal (the connection itself may be fine).
@@ -468,6 +472,10 @@ public final class AMQPConnection: @unchecked Sendable {
         var props = message.properties
         var headers: [String: Int64] = [:]
         var strings: [String: String] = [:]
+        var lists: [String: [String]] = [:]
+        func text(_ bytes: UnsafeRawPointer?, _ n: Int) -> String {
+            n == 0 ? "" : String(decoding: UnsafeRawBufferPointer(start: bytes, count: n), as: UTF8.self)
+        }
         if props._flags & flagHeaders != 0 {
             for i in 0..<Int(props.headers.num_entries) {
                 let key = string(props.headers.entries[i].key)
@@ -475,17 +483,22 @@ public final class AMQPConnection: @unchecked Sendable {
                 var bytes: UnsafeRawPointer? = nil
                 if key.withCString({ swiftchat_amqp_table_get_int(&props.headers, $0, &value) }) == 1 {
                     headers[key] = value
-                } else {
-                    let n = key.withCString { swiftchat_amqp_table_get_string(&props.headers, $0, &bytes) }
-                    if n >= 0 {
-                        strings[key] = n == 0 ? "" : String(decoding: UnsafeRawBufferPointer(start: bytes, count: n), as: UTF8.self)
+                } else if case let n = key.withCString({ swiftchat_amqp_table_get_string(&props.headers, $0, &bytes) }), n >= 0 {
+                    strings[key] = text(bytes, n)
+                } else if case let count = key.withCString({ swiftchat_amqp_table_array_count(&props.headers, $0) }), count >= 0 {
+                    // Strings only: an element of another kind is left out.
+                    lists[key] = (0..<count).compactMap { j in
+                        let n = key.withCString { swiftchat_amqp_table_array_string(&props.headers, $0, Int32(j), &bytes) }
+                        return n >= 0 ? text(bytes, n) : nil
                     }
                 }
             }
         }
         let messageId = props._flags & flagMessageId != 0 ? string(props.message_id) : nil
-        return AMQPDelivery(deliveryTag: tag, exchange: exchange, routingKey: routingKey, body: body,
-                            redelivered: redelivered, messageId: messageId, intHeaders: headers, stringHeaders: strings)
+        var delivery = AMQPDelivery(deliveryTag: tag, exchange: exchange, routingKey: routingKey, body: body,
+                                    redelivered: redelivered, messageId: messageId, intHeaders: headers, stringHeaders: strings)
+        delivery.listHeaders = lists
+        return delivery
     }
 
     /// Builds an amqp_table_t whose strings live for the duration of `body`.
@@ -493,9 +506,11 @@ public final class AMQPConnection: @unchecked Sendable {
         if args.isEmpty { return body(amqp_empty_table) }
         let entries = UnsafeMutablePointer<amqp_table_entry_t>.allocate(capacity: args.count)
         var owned: [UnsafeMutablePointer<CChar>] = []
+        var arrays: [UnsafeMutablePointer<amqp_field_value_t>] = []
         defer {
             entries.deallocate()
             owned.forEach { free($0) }
+            arrays.forEach { $0.deallocate() }
         }
         for (i, (key, value)) in args.sorted(by: { $0.key < $1.key }).enumerated() {
             let k = strdup(key)!
@@ -507,6 +522,15 @@ public final class AMQPConnection: @unchecked Sendable {
                 swiftchat_amqp_entry_string(entries + i, k, v)
             case .int(let n):
                 swiftchat_amqp_entry_int(entries + i, k, n)
+            case .strings(let list):
+                let values = UnsafeMutablePointer<amqp_field_value_t>.allocate(capacity: max(list.count, 1))
+                arrays.append(values)
+                for (j, s) in list.enumerated() {
+                    let v = strdup(s)!
+                    owned.append(v)
+                    swiftchat_amqp_field_string(values + j, v)
+                }
+                swiftchat_amqp_entry_array(entries + i, k, values, Int32(list.count))
             }
         }
         return body(amqp_table_t(num_entries: Int32(args.count), entries: entries))
