@@ -24,9 +24,10 @@ scripts/stack.sh stop >"$stack_log" 2>&1 || true
 # (50 wrong passwords: 50 argon2id checks, about 3 s here; the whole suite makes at most
 # about 10 failed logins in any 8 s outside the burst tests), a short FastCGI I/O timeout
 # so it can wait out a stalled request, MongoDB keep-alive pings often enough to be seen,
-# and SecantusDB's failpoints (a MongoDB that answers with errors, not only one that is down).
+# SecantusDB's failpoints (a MongoDB that answers with errors, not only one that is down),
+# and presence claims that lapse in 6 s so a killed relay's users are announced offline soon.
 FCGI_PROCESSES=2 WS_RELAYS=2 OAUTH_STANDIN=1 MONGO_TEST_COMMANDS=1 RATE_LIMIT_LOGIN_PER_EMAIL=5 RATE_LIMIT_WINDOW_SECONDS=8 \
-  SWIFTCHAT_CONF_RATE_LIMIT_LOGIN_PER_ADDRESS=50 \
+  SWIFTCHAT_CONF_RATE_LIMIT_LOGIN_PER_ADDRESS=50 SWIFTCHAT_CONF_PRESENCE_TTL_SECONDS=6 \
   SWIFTCHAT_CONF_FCGI_IO_TIMEOUT_SECONDS=3 SWIFTCHAT_CONF_MONGO_KEEPALIVE_SECONDS=2 scripts/stack.sh start
 
 if ((unit_status != 0)); then

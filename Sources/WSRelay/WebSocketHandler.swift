@@ -8,6 +8,7 @@ import ChatCore
 /// What every socket handler shares.
 struct RelayContext: Sendable {
     let relayID: String
+    let presence: Presence
     let jwt: JWTSigner
     let sessions: ObjectPool<RedisConnection>
     let db: ObjectPool<PostgresConnection>
@@ -310,7 +311,7 @@ final class WebSocketHandler: ChannelInboundHandler {
             if firstOfUser {
                 let roomKeys = rooms.map { "room." + $0.roomID }
                 ctx.blocking.submit { _ in
-                    guard (try? ctx.sessions.with { try Presence.claim($0, user: userID, relay: ctx.relayID) }) == true else { return }
+                    guard (try? ctx.sessions.with { try ctx.presence.claim($0, user: userID) }) == true else { return }
                     ctx.hub.bridge.publish(keys: roomKeys, event: "presence", user: userID, body: Presence.event(user: userID, status: "online"))
                 }
             }
@@ -324,7 +325,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         ctx.blocking.submit { _ in
             let offline = (try? ctx.sessions.with { redis -> Bool in
                 try redis.command("SREM", "relay_queues:" + userID, queue)
-                return try Presence.release(redis, user: userID, relay: ctx.relayID)
+                return try ctx.presence.release(redis, user: userID)
             }) ?? false
             guard offline else { return }
             ctx.hub.bridge.publish(keys: rooms, event: "presence", user: userID, body: Presence.event(user: userID, status: "offline"))

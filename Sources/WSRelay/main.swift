@@ -36,8 +36,12 @@ do {
     bridge.hub = hub
     bridge.start()
 
+    // Seconds a presence claim lives without a refresh (refreshed every third of it): how
+    // long the users of a relay that died still show online.
+    let presenceTTL = Double(max(3, try config.int("PRESENCE_TTL_SECONDS", default: 90)))
     let relayContext = RelayContext(
         relayID: relayID,
+        presence: Presence(relay: relayID, ttl: presenceTTL),
         jwt: JWTSigner(secret: settings.jwtSecret),
         sessions: ObjectPool { RedisConnection(settings: settings) },
         db: ObjectPool { PostgresConnection(conninfo: settings.pgConninfo) },
@@ -91,11 +95,17 @@ do {
             }
         }
 
-    // Presence claims are refreshed while sockets are open (they lapse 90 s after a crash).
+    // A previous run of this relay that was killed left its claims: its sockets are gone.
+    relayContext.sweepPresence(of: relayID)
+    // The heartbeat and the claims are refreshed while the relay runs (they lapse `ttl`
+    // after a crash), and relays whose heartbeat lapsed are swept.
     let presenceTimer = DispatchSource.makeTimerSource(queue: .global())
-    presenceTimer.schedule(deadline: .now() + 30, repeating: 30)
+    presenceTimer.schedule(deadline: .now(), repeating: presenceTTL / 3)
     presenceTimer.setEventHandler {
-        try? relayContext.sessions.with { try Presence.refresh($0, users: hub.userIDs, relay: relayID) }
+        try? relayContext.sessions.with { try relayContext.presence.refresh($0, users: hub.userIDs) }
+        for dead in (try? relayContext.sessions.with { try relayContext.presence.deadRelays($0) }) ?? [] {
+            relayContext.sweepPresence(of: dead)
+        }
     }
     presenceTimer.resume()
 

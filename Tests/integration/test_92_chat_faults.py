@@ -17,7 +17,7 @@ import requests
 
 from accounts import expect_error
 from chat import (chat_ws, create_room, fetch_after, fresh_session, get_room_ok,  # noqa: F401
-                  history, history_ok, join_ok, new_user, relay_ports, send, send_ok)
+                  history, history_ok, is_type, join_ok, members_ok, new_user, relay_ports, send, send_ok)
 
 
 # --- MongoDB down ------------------------------------------------------------------------
@@ -293,3 +293,57 @@ def test_relay_killed_mid_stream_clients_resume_on_the_other_relay(https, new_us
     assert_each_holds_exactly_once(holders, stored, rid)
     # The relay-1 clients did lose their relay (else this test proved nothing).
     assert holders[0].reconnects >= 1 and holders[1].reconnects >= 1, [(h.name, h.reconnects) for h in holders]
+
+
+# --- presence when a relay dies ----------------------------------------------------------
+
+def presence_ttl(stack) -> float:
+    """PRESENCE_TTL_SECONDS of the stack's configuration (scripts/test.sh sets it short)."""
+    for line in Path(stack["CONFIG_FILE"]).read_text().splitlines():
+        if line.startswith("PRESENCE_TTL_SECONDS="):
+            return float(line.split("=", 1)[1])
+    pytest.fail("PRESENCE_TTL_SECONDS is not in the stack's configuration", pytrace=False)
+
+
+def alice_on_relay_2_watched_from_relay_1(https, new_user, chat_ws):
+    alice, bob = new_user("Alice"), new_user("Bob")
+    room = create_room(https, alice)
+    join_ok(https, bob, room["id"])
+    bob_ws = chat_ws(bob, relay=0, label="bob")
+    chat_ws(alice, relay=1, label="alice")
+    is_alice = lambda status: is_type("presence", user_id=alice.id, status=status)  # noqa: E731
+    bob_ws.wait_for(is_alice("online"))
+    return alice, bob, room, bob_ws, is_alice
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["stays-down", "restarted-at-once"])
+def test_users_of_a_killed_relay_are_announced_offline_once(https, new_user, chat_ws, stack, stack_ctl, wait_until,
+                                                            restart):
+    # Alice's only socket is on relay 2, which is killed: nothing closes it or releases her
+    # claim. Relay 1 sweeps relay 2 once its heartbeat lapses (stays-down), or relay 2
+    # sweeps its own previous run as it starts (restarted-at-once, well within the TTL).
+    # Either way Bob hears once that she is offline, and the members list agrees.
+    ttl = presence_ttl(stack)
+    alice, bob, room, bob_ws, is_alice = alice_on_relay_2_watched_from_relay_1(https, new_user, chat_ws)
+    ports = relay_ports(stack)
+    assert len(ports) >= 2, "the test stack runs two relays"
+    mark = bob_ws.mark()
+    killed = False
+    try:
+        stack_ctl("kill-service", "relay-2")
+        killed = True
+        if restart:
+            stack_ctl("start-service", "relay-2")
+            killed = False
+        bob_ws.wait_for(is_alice("offline"), timeout=2 * ttl + 10, start=mark)
+        assert members_ok(https, bob, room["id"])[alice.id]["online"] is False
+    finally:
+        if killed:
+            stack_ctl("start-service", "relay-2")
+    wait_until(lambda: relay_ok(ports[1]), timeout=60, interval=0.5, message="relay-2 back")
+    # A further sweep (relay 1's ticks every ttl/3, relay 2's start) announces nothing more.
+    bob_ws.pump(ttl / 3 + 1)
+    bob_ws.sync()
+    assert bob_ws.count(is_alice("offline"), start=mark) == 1, bob_ws.frames[mark:]
+    assert bob_ws.count(is_alice("online"), start=mark) == 0, bob_ws.frames[mark:]
+
