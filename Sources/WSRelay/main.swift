@@ -102,9 +102,15 @@ do {
     let presenceTimer = DispatchSource.makeTimerSource(queue: .global())
     presenceTimer.schedule(deadline: .now(), repeating: presenceTTL / 3)
     presenceTimer.setEventHandler {
-        try? relayContext.sessions.with { try relayContext.presence.refresh($0, users: hub.userIDs) }
-        for dead in (try? relayContext.sessions.with { try relayContext.presence.deadRelays($0) }) ?? [] {
-            relayContext.sweepPresence(of: dead)
+        do {
+            let dead = try relayContext.sessions.with { redis in
+                try relayContext.presence.refresh(redis, users: hub.userIDs)
+                return try relayContext.presence.deadRelays(redis)
+            }
+            for relay in dead { relayContext.sweepPresence(of: relay) }
+        } catch {
+            // Redis is down: claims lapse (users show offline) until the next tick succeeds.
+            logger.warning("presence refresh failed", metadata: ["error": "\(error)"])
         }
     }
     presenceTimer.resume()
