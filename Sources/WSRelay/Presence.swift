@@ -71,17 +71,14 @@ struct Presence: Sendable {
     func sweep(_ redis: RedisConnection, dead: String) throws -> [String] {
         guard try redis.command("SET", "presence_sweep:" + dead, relay, "NX", "EX", Int(ttl)) == .status("OK") else { return [] }
         let now = String(Date().timeIntervalSince1970)
-        var offline: [String] = []
-        for user in (try redis.command("SMEMBERS", "relay_users:" + dead).array ?? []).compactMap(\.string) {
-            let r = try redis.pipeline([
-                ["ZREM", "presence:" + user, dead],
-                ["ZREMRANGEBYSCORE", "presence:" + user, "-inf", now],
-                ["ZCARD", "presence:" + user],
-            ])
-            // Offline when this removed the last claim. A lapsed claim that someone else
-            // cleaned up meanwhile was announced by them (a release) or replaced (a claim).
-            if r[0].int == 1 && r[2].int == 0 { offline.append(user) }
-        }
+        let users = (try redis.command("SMEMBERS", "relay_users:" + dead).array ?? []).compactMap(\.string)
+        // One round trip for all of them: per user ZREM, clean-up, ZCARD.
+        let r = users.isEmpty ? [] : try redis.pipeline(users.flatMap { user -> [[any RedisArgument]] in
+            [["ZREM", "presence:" + user, dead], ["ZREMRANGEBYSCORE", "presence:" + user, "-inf", now], ["ZCARD", "presence:" + user]]
+        })
+        // Offline when this removed the last claim. A lapsed claim that someone else cleaned
+        // up meanwhile was announced by them (a release) or replaced (a claim).
+        let offline = users.indices.filter { r[3 * $0].int == 1 && r[3 * $0 + 2].int == 0 }.map { users[$0] }
         // The lock goes with the swept state: a relay that comes back and dies again (or
         // restarts at once) is swept anew, and a late second sweep finds nothing to do.
         try redis.pipeline([["DEL", "relay_users:" + dead], ["ZREM", Presence.relaysKey, dead], ["DEL", "presence_sweep:" + dead]])
@@ -102,17 +99,23 @@ extension RelayContext {
             let offline = try sessions.with { try presence.sweep($0, dead: dead) }
             guard !offline.isEmpty else { return }
             logger.info("users of a relay that is gone announced offline", metadata: ["relay": "\(dead)", "users": "\(offline.count)"])
-            for user in offline {
-                let keys = try db.with { db in
-                    try db.query("SELECT room_id::text AS room_id FROM room_members WHERE user_id = $1", [user])
-                        .map { "room." + (try $0.string("room_id")) }
+            // Their rooms in one query (user ids come from verified tokens: UUIDs).
+            var keys: [String: [String]] = [:]
+            try db.with { db in
+                for row in try db.query("""
+                    SELECT user_id::text AS user_id, room_id::text AS room_id FROM room_members
+                    WHERE user_id = ANY($1::uuid[])
+                    """, ["{" + offline.joined(separator: ",") + "}"]) {
+                    keys[try row.string("user_id"), default: []].append("room." + (try row.string("room_id")))
                 }
-                hub.bridge.publish(keys: keys, event: "presence", user: user, body: Presence.event(user: user, status: "offline"))
+            }
+            for user in offline {
+                hub.bridge.publish(keys: keys[user] ?? [], event: "presence", user: user, body: Presence.event(user: user, status: "offline"))
             }
         } catch {
             // Redis failed mid-sweep: the dead relay stays in presence_relays and is swept
-            // again once the lock lapses. PostgreSQL failed: the users not yet announced stay
-            // unannounced (their claims are gone, so the members list shows them offline).
+            // again once the lock lapses. PostgreSQL failed: these users go unannounced
+            // (their claims are gone, so the members list shows them offline).
             logger.warning("presence sweep failed", metadata: ["relay": "\(dead)", "error": "\(error)"])
         }
     }

@@ -47,7 +47,7 @@ public struct AMQPDelivery: Sendable {
     /// String-valued headers (such as `x-event`, `x-user`).
     public let stringHeaders: [String: String]
     /// Headers holding an array of strings (such as `CC`).
-    public var listHeaders: [String: [String]] = [:]
+    public let listHeaders: [String: [String]]
 }
 
 /// A broker-side refusal (the connection itself may be fine).
@@ -495,10 +495,8 @@ public final class AMQPConnection: @unchecked Sendable {
             }
         }
         let messageId = props._flags & flagMessageId != 0 ? string(props.message_id) : nil
-        var delivery = AMQPDelivery(deliveryTag: tag, exchange: exchange, routingKey: routingKey, body: body,
-                                    redelivered: redelivered, messageId: messageId, intHeaders: headers, stringHeaders: strings)
-        delivery.listHeaders = lists
-        return delivery
+        return AMQPDelivery(deliveryTag: tag, exchange: exchange, routingKey: routingKey, body: body, redelivered: redelivered,
+                            messageId: messageId, intHeaders: headers, stringHeaders: strings, listHeaders: lists)
     }
 
     /// Builds an amqp_table_t whose strings live for the duration of `body`.
