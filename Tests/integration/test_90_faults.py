@@ -5,6 +5,7 @@ Worker reconnect to RabbitMQ and re-declare what they need."""
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -93,8 +94,14 @@ def test_a_pool_process_connects_before_serving_and_starts_with_postgresql_down(
 
 
 def relay_health(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-        return json.load(r)
+    """The relay's /health body: 200 when its consumer is up, 503 (same fields) when not."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            raise
+        return json.load(exc)
 
 
 def test_pooled_mongodb_connections_do_not_sit_idle(stack, mongo_db):
@@ -137,6 +144,33 @@ def test_relay_and_worker_recover_after_rabbitmq_restart(stack, stack_ctl, wait_
         wait_until(lambda: ch.queue_declare("tasks.email", passive=True), timeout=30)
         enqueue(ch, {"id": task_id, "to": to, "subject": "after restart", "text": "t"})
         assert wait_for_mail(lambda m: m["To"] == to, timeout=60)["Subject"] == "after restart"
+    finally:
+        conn.close()
+
+
+def test_worker_consumes_again_after_its_queue_was_deleted(stack, wait_until, wait_for_mail):
+    """An operator deletes the task queue (rabbitmqctl delete_queue, or the management UI).
+    The broker cancels the Worker's consumer (the Worker asks for cancel notifications), so
+    the Worker reconnects, declares the queue again and takes the next task, where before it
+    waited forever on a queue that was gone."""
+    conn = pika.BlockingConnection(pika.URLParameters(stack["AMQP_URL"]))
+    try:
+        ch = conn.channel()
+        ch.queue_delete("tasks.email")
+
+        def consumers() -> int:
+            probe = conn.channel()  # a passive declare of a missing queue closes its channel
+            try:
+                return probe.queue_declare("tasks.email", passive=True).method.consumer_count
+            finally:
+                if probe.is_open:
+                    probe.close()
+
+        wait_until(lambda: consumers() >= 1, timeout=30, interval=0.2)
+        task_id = str(uuid.uuid4())
+        to = f"after-delete-{task_id[:8]}@example.test"
+        enqueue(ch, {"id": task_id, "to": to, "subject": "after the queue was deleted", "text": "t"})
+        assert wait_for_mail(lambda m: m["To"] == to, timeout=60)["Subject"] == "after the queue was deleted"
     finally:
         conn.close()
 

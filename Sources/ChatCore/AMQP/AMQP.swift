@@ -101,6 +101,10 @@ public final class AMQPConnection: @unchecked Sendable {
 
     deinit { close() }
 
+    /// How the broker lists this process's connections (`rabbitmqctl list_connections
+    /// client_properties`): the program and its pid, e.g. "swiftchat WSRelay 4242".
+    static let connectionName = "swiftchat \(ProcessInfo.processInfo.processName) \(ProcessInfo.processInfo.processIdentifier)"
+
     public var isOpen: Bool { conn != nil }
 
     /// Closes politely (best effort, bounded by the RPC timeout) and frees the connection.
@@ -136,7 +140,8 @@ public final class AMQPConnection: @unchecked Sendable {
             throw DependencyError(.rabbitmq, "connect: " + String(cString: amqp_error_string2(rc)))
         }
         _ = amqp_set_rpc_timeout(c, &tv)
-        let login = swiftchat_amqp_login_plain(c, endpoint.vhost, 0, 131072, Int32(heartbeatSeconds), endpoint.user, endpoint.password)
+        let login = swiftchat_amqp_login_plain(c, endpoint.vhost, 0, 131072, Int32(heartbeatSeconds), endpoint.user, endpoint.password,
+                                               AMQPConnection.connectionName)
         guard login.reply_type == AMQP_RESPONSE_NORMAL else {
             amqp_destroy_connection(c)
             throw DependencyError(.rabbitmq, "login refused or timed out")
