@@ -149,13 +149,16 @@ final class AMQPBridge: @unchecked Sendable {
                     }
                     try c.consume(queue: queueName, noAck: true)
                     consumer = c
-                    consumerUp.withLockedValue { $0 = true }
-                    logger.info("consuming chat events", metadata: ["queue": "\(queueName)"])
                     if !firstConnect {
                         // Events published while we were away may be gone: make every client
-                        // reconnect and resume by seq rather than silently miss them.
+                        // reconnect and resume by seq rather than silently miss them. Sockets
+                        // that finish their handshake from here on see `isConsuming` and are
+                        // taken; those that finished before are in this list or were refused,
+                        // so none is told to resume twice for one reconnect.
                         for client in hub?.allClients ?? [] { client.close(code: 1012, reason: "relay reconnected to the broker; resume") }
                     }
+                    consumerUp.withLockedValue { $0 = true }
+                    logger.info("consuming chat events", metadata: ["queue": "\(queueName)"])
                     firstConnect = false
                     backoff = 0.5
                 }

@@ -63,7 +63,10 @@ final class Hub: Sendable {
             let first = s.byUser[client.userID, default: []].isEmpty
             s.byUser[client.userID, default: []].insert(client)
             let newKeys = s.registry.add(client, keys: keys)
-            bridge.bind(newKeys) { ok in done(ok, first) }
+            // A socket is only taken while the consumer is up: one that got `ready` while
+            // the broker was back but the consumer not yet would get none of its events
+            // and then be told to resume (1012) all the same; it is refused (1013) instead.
+            bridge.bind(newKeys) { [bridge] ok in done(ok && bridge.isConsuming, first) }
         }
     }
 

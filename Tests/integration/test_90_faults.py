@@ -175,6 +175,65 @@ def test_worker_consumes_again_after_its_queue_was_deleted(stack, wait_until, wa
         conn.close()
 
 
+def test_relay_takes_no_socket_while_its_consumer_is_down(stack, redis_client, wait_until):
+    """While the relay's consumer is down and its control connection works (the broker is
+    back, the consumer waits out its back-off), the relay refuses new sockets (1013): one
+    that got `ready` then would miss its events and be told to resume (1012) a moment
+    later, so a client that had just resumed would resume twice. Once the consumer is
+    back, sockets it told to resume are closed with 1012, and new ones are taken and kept.
+
+    The consumer is held down without stopping the broker: its queue is deleted (the
+    broker cancels the consumer) and re-declared with an exclusive consumer of this test,
+    so the relay's basic.consume is refused until this test lets go."""
+    import websocket
+    from helpers import recv_close
+    port = stack["RELAY_PORTS"].split(",")[0]
+    queue = "relay." + relay_health(port)["relay_id"]
+    _, _, token = make_session(stack, redis_client)
+
+    def open_socket():
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        return ws
+
+    before = open_socket()
+    assert recv_json(before)["type"] == "ready"
+    conn = pika.BlockingConnection(pika.URLParameters(stack["AMQP_URL"]))
+    try:
+        ch = conn.channel()
+        ch.queue_delete(queue)
+        ch.queue_declare(queue, arguments={"x-expires": 60000})
+        ch.basic_consume(queue, lambda *a: None, auto_ack=True, exclusive=True)
+        wait_until(lambda: relay_health(port)["rabbitmq"] == "down", timeout=10, interval=0.1)
+        refused = []
+        for _ in range(3):
+            ws = open_socket()
+            try:
+                code, frames = recv_close(ws, timeout=10)
+            finally:
+                ws.close()
+            refused.append((code, [f.get("type") for f in frames]))
+            conn.process_data_events(time_limit=0.2)
+        assert refused == [(1013, [])] * 3, refused
+    finally:
+        conn.close()  # the exclusive consumer goes; the relay's next attempt consumes
+    wait_until(lambda: relay_health(port)["rabbitmq"] == "up", timeout=30, interval=0.1)
+    # The socket from before the outage is told to resume: its events may be gone.
+    assert recv_close(before, timeout=10)[0] == 1012
+    before.close()
+    after = open_socket()
+    try:
+        assert recv_json(after)["type"] == "ready"
+        after.send(json.dumps({"type": "ping"}))
+        assert recv_json(after)["type"] == "pong"
+        after.settimeout(1)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            opcode, data = after.recv_data(control_frame=True)
+            raise AssertionError(f"the new socket got opcode {opcode} {data[:2]!r} after the reconnect")
+    finally:
+        after.close()
+
+
 def test_relay_sigterm_closes_clients_with_1001(stack, stack_ctl, redis_client, wait_until):
     import websocket
     from helpers import recv_close
