@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 
 from accounts import expect_error
 from chat import (chat_ws, create_room, fetch_after, fresh_session, get_room_ok,  # noqa: F401
@@ -205,9 +206,11 @@ def catch_up(holders, https, connect, last: int, timeout: float) -> None:
                 holder.client.sync()
                 holder.absorb()
             return
-        except AssertionError:
+        except (AssertionError, OSError, websocket.WebSocketException):
             # A socket closed during its sync (a relay that reconnected to the broker tells
             # its sockets to resume): it resumes like a client, and the sync is done again.
+            for holder in holders:
+                holder.client.pump(0.05)  # reads a close frame that made the ping fail
             if time.monotonic() >= end or not any(h.client.closed for h in holders):
                 raise
 
