@@ -54,19 +54,17 @@ final class Hub: Sendable {
         self.outboxes = outboxes
     }
 
-    /// Registers the client for `keys`; `done(ok, firstOfUser)` runs once the broker
-    /// bindings exist.
-    func subscribe(_ client: RelayClient, keys: [String], done: @escaping @Sendable (Bool, Bool) -> Void) {
+    /// Registers the client for `keys`; `done(ok)` runs once the broker bindings exist.
+    func subscribe(_ client: RelayClient, keys: [String], done: @escaping @Sendable (Bool) -> Void) {
         // Computed and enqueued under the lock so binds and unbinds of one key reach the
         // broker in the order of the registry's transitions.
         state.withLockedValue { s in
-            let first = s.byUser[client.userID, default: []].isEmpty
             s.byUser[client.userID, default: []].insert(client)
             let newKeys = s.registry.add(client, keys: keys)
             // A socket is only taken while the consumer is up: one that got `ready` while
             // the broker was back but the consumer not yet would get none of its events
             // and then be told to resume (1012) all the same; it is refused (1013) instead.
-            bridge.bind(newKeys) { [bridge] ok in done(ok && bridge.isConsuming, first) }
+            bridge.bind(newKeys) { [bridge] ok in done(ok && bridge.isConsuming) }
         }
     }
 

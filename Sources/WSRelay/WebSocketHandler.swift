@@ -296,7 +296,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         let keys = ["user." + userID, "session." + sessionID] + rooms.map { "room." + $0.roomID }
         let roomsJSON = rooms.map { "{\"room_id\":\(JSON.quote($0.roomID)),\"last_seq\":\($0.lastSeq)}" }.joined(separator: ",")
         let ctx = self.ctx
-        ctx.hub.subscribe(client, keys: keys) { ok, firstOfUser in
+        ctx.hub.subscribe(client, keys: keys) { ok in
             channel.eventLoop.execute {
                 let handler = me.value
                 guard case .authenticating = handler.state else { return }
@@ -308,7 +308,10 @@ final class WebSocketHandler: ChannelInboundHandler {
                 for frame in handler.pending { handler.sendRaw(frame) }
                 handler.pending = []
             }
-            if firstOfUser {
+            // Each socket taken renews the relay's claim; only the one that made the user
+            // online announces it. A refused socket claims nothing, so room-mates see no
+            // online/offline flicker while a client retries against a relay that refuses.
+            if ok {
                 let roomKeys = rooms.map { "room." + $0.roomID }
                 ctx.blocking.submit { _ in
                     guard (try? ctx.sessions.with { try ctx.presence.claim($0, user: userID) }) == true else { return }

@@ -12,6 +12,8 @@ import uuid
 import pika
 import pytest
 
+from chat import (chat_ws, create_room, is_type, join_ok, new_user,  # noqa: F401
+                  relay_ports, relay_ws_url)
 from helpers import fastcgi_request, make_session, recv_json
 from test_20_websocket import publish_event
 from test_30_worker import enqueue
@@ -175,28 +177,36 @@ def test_worker_consumes_again_after_its_queue_was_deleted(stack, wait_until, wa
         conn.close()
 
 
-def test_relay_takes_no_socket_while_its_consumer_is_down(stack, redis_client, wait_until):
+def test_relay_takes_no_socket_while_its_consumer_is_down(stack, https, new_user, chat_ws, wait_until):
     """While the relay's consumer is down and its control connection works (the broker is
     back, the consumer waits out its back-off), the relay refuses new sockets (1013): one
     that got `ready` then would miss its events and be told to resume (1012) a moment
-    later, so a client that had just resumed would resume twice. Once the consumer is
-    back, sockets it told to resume are closed with 1012, and new ones are taken and kept.
+    later, so a client that had just resumed would resume twice. A refused socket claims
+    no presence: its room-mates see no online/offline flicker while it retries. Once the
+    consumer is back, sockets it told to resume are closed with 1012, and new ones are
+    taken and kept.
 
     The consumer is held down without stopping the broker: its queue is deleted (the
     broker cancels the consumer) and re-declared with an exclusive consumer of this test,
     so the relay's basic.consume is refused until this test lets go."""
     import websocket
     from helpers import recv_close
-    port = stack["RELAY_PORTS"].split(",")[0]
+    if len(relay_ports(stack)) < 2:
+        pytest.skip("needs two relays")
+    port = relay_ports(stack)[0]
     queue = "relay." + relay_health(port)["relay_id"]
-    _, _, token = make_session(stack, redis_client)
+    alice, bob, carol = new_user("Alice"), new_user("Bob"), new_user("Carol")
+    rid = create_room(https, alice)["id"]
+    join_ok(https, bob, rid)
+    join_ok(https, carol, rid)
+    watcher = chat_ws(bob, relay=1, label="bob-relay2")  # the other relay, whose consumer stays up
 
-    def open_socket():
-        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
-        ws.send(json.dumps({"type": "auth", "token": token}))
+    def open_socket(user):
+        ws = websocket.create_connection(relay_ws_url(port), timeout=10)
+        ws.send(json.dumps({"type": "auth", "token": user.token}))
         return ws
 
-    before = open_socket()
+    before = open_socket(alice)
     assert recv_json(before)["type"] == "ready"
     conn = pika.BlockingConnection(pika.URLParameters(stack["AMQP_URL"]))
     try:
@@ -205,9 +215,10 @@ def test_relay_takes_no_socket_while_its_consumer_is_down(stack, redis_client, w
         ch.queue_declare(queue, arguments={"x-expires": 60000})
         ch.basic_consume(queue, lambda *a: None, auto_ack=True, exclusive=True)
         wait_until(lambda: relay_health(port)["rabbitmq"] == "down", timeout=10, interval=0.1)
+        mark = watcher.mark()
         refused = []
-        for _ in range(3):
-            ws = open_socket()
+        for user in (alice, carol, carol):
+            ws = open_socket(user)
             try:
                 code, frames = recv_close(ws, timeout=10)
             finally:
@@ -215,17 +226,20 @@ def test_relay_takes_no_socket_while_its_consumer_is_down(stack, redis_client, w
             refused.append((code, [f.get("type") for f in frames]))
             conn.process_data_events(time_limit=0.2)
         assert refused == [(1013, [])] * 3, refused
+        watcher.assert_none(is_type("presence", user_id=carol.id), settle=1.0, start=mark)
     finally:
         conn.close()  # the exclusive consumer goes; the relay's next attempt consumes
     wait_until(lambda: relay_health(port)["rabbitmq"] == "up", timeout=30, interval=0.1)
     # The socket from before the outage is told to resume: its events may be gone.
     assert recv_close(before, timeout=10)[0] == 1012
     before.close()
-    after = open_socket()
+    after = open_socket(carol)
     try:
         assert recv_json(after)["type"] == "ready"
         after.send(json.dumps({"type": "ping"}))
         assert recv_json(after)["type"] == "pong"
+        # Taken, so announced once, and kept: no close follows the reconnect.
+        watcher.wait_for(is_type("presence", user_id=carol.id, status="online"), start=mark)
         after.settimeout(1)
         with pytest.raises(websocket.WebSocketTimeoutException):
             opcode, data = after.recv_data(control_frame=True)
