@@ -314,8 +314,13 @@ final class WebSocketHandler: ChannelInboundHandler {
             if ok {
                 let roomKeys = rooms.map { "room." + $0.roomID }
                 ctx.blocking.submit { _ in
-                    guard (try? ctx.sessions.with { try ctx.presence.claim($0, user: userID) }) == true else { return }
-                    ctx.hub.bridge.publish(keys: roomKeys, event: "presence", user: userID, body: Presence.event(user: userID, status: "online"))
+                    do {
+                        guard try ctx.sessions.with({ try ctx.presence.claim($0, user: userID) }) else { return }
+                        ctx.hub.bridge.publish(keys: roomKeys, event: "presence", user: userID, body: Presence.event(user: userID, status: "online"))
+                    } catch {
+                        // Redis down: the next refresh claims the user, unannounced.
+                        WebSocketHandler.logger.warning("presence claim failed", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         }
@@ -326,12 +331,17 @@ final class WebSocketHandler: ChannelInboundHandler {
         let ctx = self.ctx
         let queue = ctx.hub.bridge.queueName
         ctx.blocking.submit { _ in
-            let offline = (try? ctx.sessions.with { redis -> Bool in
-                try redis.command("SREM", "relay_queues:" + userID, queue)
-                return try ctx.presence.release(redis, user: userID)
-            }) ?? false
-            guard offline else { return }
-            ctx.hub.bridge.publish(keys: rooms, event: "presence", user: userID, body: Presence.event(user: userID, status: "offline"))
+            do {
+                let offline = try ctx.sessions.with { redis -> Bool in
+                    try redis.command("SREM", "relay_queues:" + userID, queue)
+                    return try ctx.presence.release(redis, user: userID)
+                }
+                guard offline else { return }
+                ctx.hub.bridge.publish(keys: rooms, event: "presence", user: userID, body: Presence.event(user: userID, status: "offline"))
+            } catch {
+                // Redis down: the claim lapses after PRESENCE_TTL_SECONDS, unannounced.
+                WebSocketHandler.logger.warning("presence release failed", metadata: ["error": "\(error)"])
+            }
         }
     }
 
